@@ -1,0 +1,36 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The local broker by default; `AMQP_URL= make test` lets testcontainers start one.
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+export AMQP_URL
+
+.PHONY: venv test lint demo bench schemas clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services schemas tests bench
+	$(VENV)/bin/ruff format --check services schemas tests bench
+	$(VENV)/bin/mypy services schemas
+
+demo: $(STAMP)
+	$(VENV)/bin/premium-support demo
+
+bench: $(STAMP)
+	$(PY) bench/intake_throughput.py
+
+schemas: $(STAMP)
+	$(VENV)/bin/premium-support schemas export
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

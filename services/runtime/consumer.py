@@ -1,0 +1,318 @@
+"""The one consume loop every service plugs its handlers into.
+
+A delivery is handled at once; what it produces is published without waiting; the
+delivery is acked only once the whole batch's confirms are in (`_flush`). Failures go
+through `failures.decide`: dead-letter now, or hold the delivery unacked and retry it
+after a backoff while other deliveries keep flowing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kombu import Connection, Consumer
+
+from services.runtime.config import RuntimeSettings
+from services.runtime.dedup import DedupWindow
+from services.runtime.errors import ConnectionLost, PermanentError, PipelineError
+from services.runtime.failures import Backoff, dead_letter, decide
+from services.runtime.messages import Inbound, Outgoing
+from services.runtime.metrics import RuntimeMetrics
+from services.runtime.names import Names
+from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
+
+Handler = Callable[[Inbound], Sequence[Outgoing]]
+log = structlog.get_logger("runtime")
+
+
+@dataclass
+class Delivery:
+    message: Any  # kombu.Message; only this module touches it
+    inbound: Inbound
+    generation: int
+    attempts: int = 0
+    first_failure: datetime | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class InFlight:
+    delivery: Delivery
+    outputs: list[Outgoing]
+    seqs: list[int]
+    outcome: str
+
+
+def to_inbound(message: Any) -> Inbound:
+    props = message.properties
+    info = message.delivery_info
+    return Inbound(
+        body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
+        routing_key=info.get("routing_key", ""),
+        exchange=info.get("exchange", ""),
+        content_type=message.content_type or None,
+        headers=dict(message.headers or {}),
+        message_id=props.get("message_id"),
+        correlation_id=props.get("correlation_id"),
+        redelivered=bool(info.get("redelivered")),
+    )
+
+
+class ConsumeLoop:
+    def __init__(
+        self,
+        service: str,
+        handlers: Mapping[str, Handler],
+        settings: RuntimeSettings,
+        connect: Callable[[], Connection],
+        publisher: ConfirmedPublisher,
+        metrics: RuntimeMetrics,
+        dedup_inputs: bool = False,
+    ) -> None:
+        self.service = service
+        self._handlers = dict(handlers)
+        self._s = settings
+        self._names = Names(settings.amqp_prefix)
+        self._connect = connect
+        self._publisher = publisher
+        self._metrics = metrics
+        self._dedup_inputs = dedup_inputs
+        self._published = DedupWindow(settings.dedup_window_size, settings.dedup_window_s)
+        self._handled = DedupWindow(settings.dedup_window_size, settings.dedup_window_s)
+        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self._inflight: list[InFlight] = []
+        self._pending_ids: set[str] = set()
+        self._retries: list[tuple[float, int, Delivery]] = []
+        self._tiebreak = itertools.count()
+        self._generation = 0
+        self._conn: Connection | None = None
+        self._consumer: Consumer | None = None
+        self.stopping = False
+        self.connected = False
+
+    # -- handling -------------------------------------------------------------------
+    def _handler_for(self, routing_key: str) -> Handler:
+        for key, handler in self._handlers.items():
+            if routing_key == key or routing_key.startswith(key + ".") or key == "#":
+                return handler
+        raise PermanentError(f"no handler for routing key {routing_key!r}", reason="no_handler")
+
+    def _on_message(self, message: Any) -> None:
+        self._metrics.consumed.labels(self.service).inc()
+        delivery = Delivery(message, to_inbound(message), self._generation)
+        # NOTE: quorum queues count redeliveries; carry them so a crash loop stays bounded.
+        delivery.attempts = int(delivery.inbound.headers.get("x-delivery-count", 0) or 0)
+        self._process(delivery)
+
+    def _process(self, delivery: Delivery) -> None:
+        delivery.attempts += 1
+        inbound = delivery.inbound
+        try:
+            if len(inbound.body) > self._s.max_message_bytes:
+                raise PermanentError(
+                    f"body is {len(inbound.body)} bytes, over {self._s.max_message_bytes}",
+                    reason="oversize",
+                )
+            if self._dedup_inputs and inbound.message_id in self._handled:
+                self._track(delivery, [], "duplicate")
+                return
+            started = time.perf_counter()
+            outputs = list(self._handler_for(inbound.routing_key)(inbound))
+            self._metrics.handler_seconds.labels(self.service).observe(
+                time.perf_counter() - started
+            )
+        except Exception as exc:  # classified, logged and settled in _fail: never swallowed
+            self._fail(delivery, exc)
+            return
+        # Drop what was already confirmed, or is being published in this very batch.
+        fresh = [
+            o
+            for o in outputs
+            if o.message_id not in self._published and o.message_id not in self._pending_ids
+        ]
+        self._track(delivery, fresh, "acked" if fresh or not outputs else "duplicate")
+
+    def _track(self, delivery: Delivery, outputs: list[Outgoing], outcome: str) -> None:
+        seqs = [self._publisher.publish(out) for out in outputs]
+        self._pending_ids.update(o.message_id for o in outputs if o.exchange)
+        self._inflight.append(InFlight(delivery, outputs, seqs, outcome))
+        if len(self._inflight) >= self._s.confirm_batch:
+            self._flush()
+
+    def _fail(self, delivery: Delivery, exc: BaseException) -> None:
+        now = datetime.now(UTC)
+        delivery.first_failure = delivery.first_failure or now
+        decision = decide(exc, delivery.attempts, self._s.max_attempts)
+        if decision.action == "retry":
+            delay = self._backoff.delay_s(delivery.attempts)
+            due = time.monotonic() + delay
+            heapq.heappush(self._retries, (due, next(self._tiebreak), delivery))
+            self._metrics.outcomes.labels(self.service, "retried").inc()
+            self._log(delivery, "retry_scheduled", error=str(decision.error), retry_in_s=delay)
+            return
+        if not isinstance(exc, PipelineError):
+            log.error("handler.bug", service=self.service, exc_info=exc)
+        dead = dead_letter(
+            delivery.inbound,
+            queue=self._names.queue(self.service),
+            dead_letter_queue=self._names.dead_letter_queue(self.service),
+            service=self.service,
+            error=decision.error,
+            attempts=delivery.attempts,
+            first_failure=delivery.first_failure,
+            now=now,
+        )
+        self._track(delivery, [dead], "dead_lettered")
+
+    def _fire_due_retries(self) -> None:
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now:
+            _, _, delivery = heapq.heappop(self._retries)
+            if delivery.generation == self._generation:
+                self._process(delivery)
+
+    # -- settling --------------------------------------------------------------------
+    def _flush(self) -> None:
+        if not self._inflight:
+            return
+        batch, self._inflight = self._inflight, []
+        self._pending_ids = set()
+        failures = self._publisher.flush()
+        for item in batch:
+            errors = [failures[s] for s in item.seqs if s in failures]
+            if errors:
+                self._publish_failed(item, errors[0])
+            else:
+                self._settle(item)
+
+    def _settle(self, item: InFlight) -> None:
+        item.delivery.message.ack()
+        self._published.add_all(o.message_id for o in item.outputs if o.exchange)
+        if self._dedup_inputs and item.delivery.inbound.message_id:
+            self._handled.add_all([item.delivery.inbound.message_id])
+        self._metrics.outcomes.labels(self.service, item.outcome).inc()
+        self._metrics.published.labels(self.service).inc(len(item.outputs))
+        extra = item.outputs[0].log if item.outputs else {}
+        self._log(item.delivery, item.outcome, **extra)
+
+    def _publish_failed(self, item: InFlight, error: PipelineError) -> None:
+        if item.outcome == "dead_lettered":
+            # NOTE: the DLQ itself refused it. Requeue rather than drop: the broker's
+            # delivery-limit dead-letters it once redeliveries run out.
+            item.delivery.message.reject(requeue=True)
+            self._log(item.delivery, "requeued", error=str(error), level="error")
+            return
+        self._fail(item.delivery, error)
+
+    def _log(self, delivery: Delivery, outcome: str, level: str = "", **extra: Any) -> None:
+        inbound = delivery.inbound
+        fields = {
+            "service": self.service,
+            "routing_key": inbound.routing_key,
+            "message_id": inbound.message_id,
+            "correlation_id": inbound.correlation_id,
+            "outcome": outcome,
+            "attempt": delivery.attempts,
+            "duration_ms": round((time.perf_counter() - delivery.started) * 1000, 3),
+            **extra,
+        }
+        level = level or ("info" if outcome in ("acked", "duplicate") else "warning")
+        getattr(log, level)("message.settled", **fields)
+
+    # -- connection lifecycle -------------------------------------------------------------
+    def start_consuming(self) -> None:
+        self._generation += 1
+        self._inflight, self._retries, self._pending_ids = [], [], set()
+        self._conn = self._connect()
+        try:
+            self._conn.ensure_connection(max_retries=1)
+            channel = self._conn.channel()
+            # NOTE: quorum queues refuse global (channel-wide) QoS: prefetch per consumer.
+            channel.basic_qos(0, self._s.prefetch, False)
+            queue = self._names.queue(self.service)
+            self._consumer = Consumer(channel, queues=[], on_message=self._on_message)
+            self._consumer.add_queue(_queue_ref(queue))
+            self._consumer.consume()
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(f"cannot consume: {exc}") from exc
+        self.connected = True
+
+    def run_once(self, idle_timeout: float = 0.5) -> None:
+        """One turn of the loop: due retries, at most one delivery, maybe a flush."""
+        assert self._conn is not None
+        self._fire_due_retries()
+        timeout = 0.0 if self._inflight else self._next_wake(idle_timeout)
+        try:
+            self._conn.drain_events(timeout=timeout)
+        except TimeoutError:
+            self._flush()
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(f"consumer connection lost: {exc}") from exc
+
+    def _next_wake(self, idle_timeout: float) -> float:
+        if not self._retries:
+            return idle_timeout
+        return max(0.0, min(idle_timeout, self._retries[0][0] - time.monotonic()))
+
+    def heartbeat(self) -> None:
+        try:
+            if self._conn is not None and self._conn.transport.driver_type == "amqp":
+                self._conn.heartbeat_check()
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(f"consumer heartbeat failed: {exc}") from exc
+        self._publisher.poll()
+
+    def stop_consuming(self) -> None:
+        """Graceful: no new deliveries, finish and ack what is in flight, then close.
+
+        Deliveries still waiting for a retry stay unacked and return to the queue.
+        """
+        if self._consumer is not None:
+            try:
+                self._consumer.cancel()
+                self._flush()
+                self._let_acks_settle()
+            except CONNECTION_ERRORS as exc:
+                log.warning("stop.flush_failed", service=self.service, error=str(exc))
+        held = len(self._retries)
+        if held:
+            log.info("stop.requeue_held_retries", service=self.service, count=held)
+        self.drop_connection()
+
+    def _let_acks_settle(self) -> None:
+        # NOTE: a quorum queue can ignore acks that arrive just before their channel
+        # closes and requeue those messages (rabbitmq-server#10327, open in 3.10-3.13).
+        # A synchronous round trip proves the channel took the acks; a short pause
+        # lets the queue apply them before the close.
+        if self._conn is None or self._conn.transport.driver_type != "amqp":
+            return
+        channel = self._consumer.channel if self._consumer is not None else None
+        if channel is not None:
+            channel.queue_declare(self._names.queue(self.service), passive=True)
+        time.sleep(self._s.ack_settle_s)
+
+    def drop_connection(self) -> None:
+        """Forget everything tied to the old channel: its delivery tags are void."""
+        self.connected = False
+        self._generation += 1
+        self._inflight, self._retries, self._pending_ids = [], [], set()
+        if self._conn is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):  # already gone
+                self._conn.release()
+        self._conn, self._consumer = None, None
+
+
+def _queue_ref(name: str) -> Any:
+    from kombu import Queue
+
+    # Passive-free reference: topology.declare made it; no_declare avoids redeclaring
+    # with different arguments (which the broker would refuse).
+    return Queue(name, no_declare=True)

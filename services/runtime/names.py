@@ -1,0 +1,63 @@
+"""Every exchange, queue and binding name, made in this one module.
+
+`AMQP_PREFIX` is prepended to every exchange and queue name as it is, so tests and
+parallel deployments on one broker never collide (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INBOUND_ROUTING_KEYS = ("inbound.chat", "inbound.email", "inbound.phone", "inbound.helpdesk")
+
+# service -> (its queue, the exchange it reads, the routing keys it binds)
+SERVICE_BINDINGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "intake": ("intake.inbound", "support.inbound", INBOUND_ROUTING_KEYS),
+    "sla_timer": ("sla_timer.events", "support.events", ("ticket.#",)),
+    "notifier": (
+        "notifier.events",
+        "support.events",
+        ("ticket.opened.business_critical", "ticket.resolved", "sla.#", "escalation.acknowledged"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str = ""
+
+    def _p(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def inbound_exchange(self) -> str:
+        return self._p("support.inbound")
+
+    @property
+    def events_exchange(self) -> str:
+        return self._p("support.events")
+
+    @property
+    def unrouted_exchange(self) -> str:
+        """Alternate exchange of support.inbound: catches what no queue would take."""
+        return self._p("support.inbound.unrouted")
+
+    @property
+    def unrouted_queue(self) -> str:
+        return self._p("support.unrouted")
+
+    @property
+    def event_log(self) -> str:
+        return self._p("support.events.log")
+
+    def exchange(self, unprefixed: str) -> str:
+        return self._p(unprefixed)
+
+    def queue(self, service: str) -> str:
+        return self._p(SERVICE_BINDINGS[service][0])
+
+    def dead_letter_queue(self, service: str) -> str:
+        return f"{self.queue(service)}.dead"
+
+    def service_queues(self) -> list[str]:
+        return [self.queue(s) for s in SERVICE_BINDINGS]
