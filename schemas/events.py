@@ -156,11 +156,14 @@ class CloudEvent(BaseModel):
 
     @property
     def routing_key(self) -> str:
+        """Event type, plus the severity as last word where the event has one
+        (ticket.opened and sla.*; a reclassification's new severity is data, not key)."""
         _, prefix = EVENT_TYPES[self.type]
-        severity = self.data.get("severity")
-        if severity is None and "ticket" in self.data:
-            severity = self.data["ticket"].get("severity")
-        return f"{prefix}.{severity}" if severity else prefix
+        if prefix == "ticket.opened":
+            return f"{prefix}.{self.data['ticket']['severity']}"
+        if prefix.startswith("sla."):
+            return f"{prefix}.{self.data['severity']}"
+        return prefix
 
     def parsed(self) -> EventData:
         model, _ = EVENT_TYPES[self.type]

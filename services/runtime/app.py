@@ -13,6 +13,7 @@ import structlog
 from kombu import Connection
 from tenacity import RetryCallState, wait_exponential_jitter
 
+from services.runtime.amqp_transport import BufferedTransport
 from services.runtime.config import RuntimeSettings
 from services.runtime.consumer import ConsumeLoop, Handler
 from services.runtime.errors import ConnectionLost
@@ -45,8 +46,12 @@ def connection_factory(
             if on_blocked is not None:
                 options["on_blocked"] = on_blocked
             options |= extra
+        buffered = settings.amqp_url.startswith(("amqp://", "pyamqp://"))
         return Connection(
-            settings.amqp_url, heartbeat=settings.heartbeat_s, transport_options=options
+            settings.amqp_url,
+            heartbeat=settings.heartbeat_s,
+            transport_options=options,
+            transport=BufferedTransport if buffered else None,
         )
 
     return connect

@@ -20,7 +20,6 @@ class RuntimeSettings(BaseSettings):
     metrics_port: int | None = Field(None, alias="METRICS_PORT")
 
     prefetch: int = Field(256, alias="PREFETCH_COUNT", ge=1, le=65535)
-    confirm_batch: int = Field(128, alias="CONFIRM_BATCH", ge=1)
     confirm_timeout_s: float = Field(10.0, alias="CONFIRM_TIMEOUT_S", gt=0)
     blocked_timeout_s: float = Field(30.0, alias="BLOCKED_TIMEOUT_S", gt=0)
     heartbeat_s: int = Field(30, alias="AMQP_HEARTBEAT_S", ge=0)

@@ -1,7 +1,8 @@
 """The one consume loop every service plugs its handlers into.
 
 A delivery is handled at once; what it produces is published without waiting; the
-delivery is acked only once the whole batch's confirms are in (`_flush`). Failures go
+delivery is acked once the broker confirmed all of its outputs (`_settle_ready`),
+while later deliveries are already being handled: confirms are pipelined. Failures go
 through `failures.decide`: dead-letter now, or hold the delivery unacked and retry it
 after a backoff while other deliveries keep flowing.
 """
@@ -12,6 +13,7 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +22,8 @@ from typing import Any
 import structlog
 from kombu import Connection, Consumer
 
+from services.runtime.acks import Acker
+from services.runtime.amqp_transport import has_input, read_available, wait_for_input
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
 from services.runtime.errors import ConnectionLost, PermanentError, PipelineError
@@ -30,6 +34,7 @@ from services.runtime.names import Names
 from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
 
 Handler = Callable[[Inbound], Sequence[Outgoing]]
+READ_BATCH = 96  # frames read before settling: three frames make one delivery
 log = structlog.get_logger("runtime")
 
 
@@ -49,6 +54,7 @@ class InFlight:
     outputs: list[Outgoing]
     seqs: list[int]
     outcome: str
+    deadline: float
 
 
 def to_inbound(message: Any) -> Inbound:
@@ -88,7 +94,7 @@ class ConsumeLoop:
         self._published = DedupWindow(settings.dedup_window_size, settings.dedup_window_s)
         self._handled = DedupWindow(settings.dedup_window_size, settings.dedup_window_s)
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
-        self._inflight: list[InFlight] = []
+        self._inflight: deque[InFlight] = deque()
         self._pending_ids: set[str] = set()
         self._retries: list[tuple[float, int, Delivery]] = []
         self._tiebreak = itertools.count()
@@ -97,6 +103,9 @@ class ConsumeLoop:
         self._consumer: Consumer | None = None
         self.stopping = False
         self.connected = False
+        self._amqp = False
+        self._raw: Any = None
+        self._acker = Acker(multiple=False)
 
     # -- handling -------------------------------------------------------------------
     def _handler_for(self, routing_key: str) -> Handler:
@@ -107,6 +116,7 @@ class ConsumeLoop:
 
     def _on_message(self, message: Any) -> None:
         self._metrics.consumed.labels(self.service).inc()
+        self._acker.received(message)
         delivery = Delivery(message, to_inbound(message), self._generation)
         # NOTE: quorum queues count redeliveries; carry them so a crash loop stays bounded.
         delivery.attempts = int(delivery.inbound.headers.get("x-delivery-count", 0) or 0)
@@ -143,9 +153,10 @@ class ConsumeLoop:
     def _track(self, delivery: Delivery, outputs: list[Outgoing], outcome: str) -> None:
         seqs = [self._publisher.publish(out) for out in outputs]
         self._pending_ids.update(o.message_id for o in outputs if o.exchange)
-        self._inflight.append(InFlight(delivery, outputs, seqs, outcome))
-        if len(self._inflight) >= self._s.confirm_batch:
-            self._flush()
+        deadline = time.monotonic() + self._s.confirm_timeout_s
+        self._inflight.append(InFlight(delivery, outputs, seqs, outcome, deadline))
+        if not self._amqp:
+            self._settle_ready()  # in-memory: nothing to wait for
 
     def _fail(self, delivery: Delivery, exc: BaseException) -> None:
         now = datetime.now(UTC)
@@ -180,21 +191,35 @@ class ConsumeLoop:
                 self._process(delivery)
 
     # -- settling --------------------------------------------------------------------
-    def _flush(self) -> None:
-        if not self._inflight:
-            return
-        batch, self._inflight = self._inflight, []
-        self._pending_ids = set()
-        failures = self._publisher.flush()
-        for item in batch:
-            errors = [failures[s] for s in item.seqs if s in failures]
+    def _settle_ready(self) -> None:
+        """Ack (or fail) every delivery, oldest first, whose outputs are all confirmed.
+
+        In order: confirms arrive in publish order, and a delivery that waits behind an
+        older one costs a moment, never a wrong ack."""
+        self._publisher.pump(0)
+        while self._inflight:
+            item = self._inflight[0]
+            if not all(self._publisher.is_done(seq) for seq in item.seqs):
+                if time.monotonic() < item.deadline:
+                    return
+                self._publisher.expire(item.seqs)
+            self._inflight.popleft()
+            self._pending_ids.difference_update(o.message_id for o in item.outputs)
+            errors = [e for e in (self._publisher.take(seq) for seq in item.seqs) if e]
             if errors:
                 self._publish_failed(item, errors[0])
             else:
                 self._settle(item)
+        self._acker.flush()
+
+    def _flush(self) -> None:
+        """Block until everything in flight is settled (confirmed, failed or expired)."""
+        while self._inflight:
+            self._publisher.wait(self._inflight[0].seqs, self._inflight[0].deadline)
+            self._settle_ready()
 
     def _settle(self, item: InFlight) -> None:
-        item.delivery.message.ack()
+        self._acker.ack_later(item.delivery.message)
         self._published.add_all(o.message_id for o in item.outputs if o.exchange)
         if self._dedup_inputs and item.delivery.inbound.message_id:
             self._handled.add_all([item.delivery.inbound.message_id])
@@ -207,7 +232,7 @@ class ConsumeLoop:
         if item.outcome == "dead_lettered":
             # NOTE: the DLQ itself refused it. Requeue rather than drop: the broker's
             # delivery-limit dead-letters it once redeliveries run out.
-            item.delivery.message.reject(requeue=True)
+            self._acker.reject(item.delivery.message, requeue=True)
             self._log(item.delivery, "requeued", error=str(error), level="error")
             return
         self._fail(item.delivery, error)
@@ -230,7 +255,7 @@ class ConsumeLoop:
     # -- connection lifecycle -------------------------------------------------------------
     def start_consuming(self) -> None:
         self._generation += 1
-        self._inflight, self._retries, self._pending_ids = [], [], set()
+        self._inflight, self._retries, self._pending_ids = deque(), [], set()
         self._conn = self._connect()
         try:
             self._conn.ensure_connection(max_retries=1)
@@ -241,21 +266,31 @@ class ConsumeLoop:
             self._consumer = Consumer(channel, queues=[], on_message=self._on_message)
             self._consumer.add_queue(_queue_ref(queue))
             self._consumer.consume()
+            self._amqp = self._conn.transport.driver_type == "amqp"
+            self._acker = Acker(multiple=self._amqp)
+            self._raw = self._conn.connection if self._amqp else None
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"cannot consume: {exc}") from exc
         self.connected = True
 
     def run_once(self, idle_timeout: float = 0.5) -> None:
-        """One turn of the loop: due retries, at most one delivery, maybe a flush."""
+        """One turn of the loop: due retries, the deliveries that arrived, settling."""
         assert self._conn is not None
         self._fire_due_retries()
-        timeout = 0.0 if self._inflight else self._next_wake(idle_timeout)
         try:
-            self._conn.drain_events(timeout=timeout)
+            if not self._amqp:
+                self._conn.drain_events(timeout=self._next_wake(idle_timeout))
+            elif has_input(self._raw):
+                with self._publisher.corked():
+                    read_available(self._raw, limit=READ_BATCH)
+            else:  # idle: sleep until a delivery or a confirm arrives
+                inputs = [self._raw, *self._publisher.input_connections()]
+                wait_for_input(inputs, self._next_wake(idle_timeout))
         except TimeoutError:
-            self._flush()
+            pass  # in-memory transport: nothing arrived
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"consumer connection lost: {exc}") from exc
+        self._settle_ready()
 
     def _next_wake(self, idle_timeout: float) -> float:
         if not self._retries:
@@ -268,7 +303,7 @@ class ConsumeLoop:
                 self._conn.heartbeat_check()
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"consumer heartbeat failed: {exc}") from exc
-        self._publisher.poll()
+        self._publisher.heartbeat()
 
     def stop_consuming(self) -> None:
         """Graceful: no new deliveries, finish and ack what is in flight, then close.
@@ -303,7 +338,7 @@ class ConsumeLoop:
         """Forget everything tied to the old channel: its delivery tags are void."""
         self.connected = False
         self._generation += 1
-        self._inflight, self._retries, self._pending_ids = [], [], set()
+        self._inflight, self._retries, self._pending_ids = deque(), [], set()
         if self._conn is not None:
             with contextlib.suppress(*CONNECTION_ERRORS):  # already gone
                 self._conn.release()

@@ -1,21 +1,27 @@
 """A confirmed publisher on a connection of its own, with pipelined confirms.
 
-`publish` writes and returns at once; `flush` waits for the outstanding confirms of the
-whole batch. One round trip per batch instead of per message is what takes a Python
-worker from ~1,000 to >10,000 msg/s. On kombu's in-memory transport there are no
-confirms: a publish is done when `publish` returns.
+`publish` writes and returns at once; confirms are read as they arrive (`pump`) and
+the caller acks each input once its outputs are confirmed. No publish ever waits for
+its own round trip, which is what takes a Python worker from ~1,000 to >10,000 msg/s.
+On kombu's in-memory transport there are no confirms: a publish is done when written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
 from kombu import Connection
 
+from services.runtime.amqp_transport import (
+    BufferedTCPTransport,
+    has_input,
+    read_available,
+    wait_for_input,
+)
 from services.runtime.errors import ConfirmUnknown, ConnectionLost, PipelineError, PublishRejected
 from services.runtime.messages import Outgoing
 from services.runtime.names import Names
@@ -56,10 +62,7 @@ class ConfirmedPublisher:
         self._conn: Connection | None = None
         self._channel: Any = None
         self._confirms = False
-        self._next_seq = 1
-        self._unconfirmed: set[int] = set()
-        self._failed: dict[int, PipelineError] = {}
-        self._seq_by_id: dict[str, int] = {}
+        self._reset()
         self.blocked_since: float | None = None
 
     # -- connection -------------------------------------------------------------
@@ -72,12 +75,20 @@ class ConfirmedPublisher:
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publisher cannot connect: {exc}") from exc
         self._confirms = self._conn.transport.driver_type == "amqp"
-        self._next_seq, self._unconfirmed, self._failed, self._seq_by_id = 1, set(), {}, {}
+        self._reset()
         if self._confirms:
             self._channel.confirm_select()
             self._channel.events["basic_ack"].add(self._on_ack)
             self._channel.events["basic_nack"].add(self._on_nack)
             self._channel.events["basic_return"].add(self._on_return)
+
+    def _reset(self) -> None:
+        self._next_seq = 1
+        self._unconfirmed: set[int] = set()
+        self._results: dict[int, PipelineError | None] = {}
+        self._returned: dict[int, PipelineError] = {}
+        self._seq_by_id: dict[str, int] = {}
+        self._id_by_seq: dict[int, str] = {}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -95,7 +106,7 @@ class ConfirmedPublisher:
 
     # -- publishing -------------------------------------------------------------
     def publish(self, out: Outgoing) -> int:
-        """Write one message without waiting; returns its sequence number for `flush`."""
+        """Write one message without waiting; returns its sequence number."""
         if self._channel is None:
             raise ConnectionLost("publisher is not connected")
         properties = {"delivery_mode": 2, "message_id": out.message_id}
@@ -113,48 +124,85 @@ class ConfirmedPublisher:
             raise ConnectionLost(f"publish failed: {exc}") from exc
         seq = self._next_seq
         self._next_seq += 1
-        if self._confirms:
+        if not self._confirms:
+            self._results[seq] = None  # in-memory: done when written
+        else:
             self._unconfirmed.add(seq)
             if out.mandatory:
                 self._seq_by_id[out.message_id] = seq
+                self._id_by_seq[seq] = out.message_id
         return seq
 
-    def flush(self) -> dict[int, PipelineError]:
-        """Wait for every outstanding confirm. Returns the failures by sequence number.
+    def is_done(self, seq: int) -> bool:
+        return seq in self._results
 
-        Raises ConnectionLost if the connection drops while waiting.
+    def take(self, seq: int) -> PipelineError | None:
+        """The outcome of a finished publish: None when confirmed, else the failure."""
+        return self._results.pop(seq)
+
+    def expire(self, seqs: list[int]) -> None:
+        """Give up waiting: these publishes end as 'unknown', which is not 'failed'."""
+        for seq in seqs:
+            if seq in self._unconfirmed:
+                self._unconfirmed.discard(seq)
+                self._forget_id(seq)
+                self._results[seq] = ConfirmUnknown(f"no confirm within {self._confirm_timeout_s}s")
+
+    def wait(self, seqs: list[int], deadline: float) -> None:
+        """Block until these publishes are confirmed, nacked or `deadline` passes.
+
+        A blocked broker (memory or disk alarm) gets `blocked_timeout_s`, no longer.
         """
-        deadline = time.monotonic() + self._confirm_timeout_s
-        while self._unconfirmed:
+        while not all(seq in self._results for seq in seqs):
             remaining = deadline - time.monotonic()
             if self.blocked_since is not None:
                 remaining = self.blocked_since + self._blocked_timeout_s - time.monotonic()
             if remaining <= 0:
-                break
-            self._drain(min(remaining, 1.0))
-        for seq in self._unconfirmed:
-            self._failed[seq] = ConfirmUnknown(f"no confirm within {self._confirm_timeout_s}s")
-        failed, self._failed, self._unconfirmed, self._seq_by_id = self._failed, {}, set(), {}
-        return failed
+                return
+            self.pump(min(remaining, 0.5))
 
-    def poll(self) -> None:
-        """Read whatever the broker sent (heartbeats, blocked notices) and beat back."""
+    def pump(self, timeout: float = 0) -> None:
+        """Read what the broker sent (confirms, returns, blocked notices) for up to
+        `timeout` seconds. Raises ConnectionLost if the connection is gone."""
         if self._conn is None or not self._confirms:
             return
-        self._drain(0)
+        raw = self._conn.connection
+        try:
+            if timeout > 0 and not has_input(raw):
+                wait_for_input([raw], timeout)
+            read_available(raw)
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(f"publisher connection lost: {exc}") from exc
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Publishes inside go out in one write at the end (or as they come, in-memory)."""
+        raw = self._conn.connection if self._conn is not None and self._confirms else None
+        transport = getattr(raw, "transport", None)
+        if not isinstance(transport, BufferedTCPTransport):
+            yield
+            return
+        transport.cork()
+        try:
+            yield
+        finally:
+            try:
+                transport.uncork()
+            except CONNECTION_ERRORS as exc:
+                raise ConnectionLost(f"publisher connection lost: {exc}") from exc
+
+    def input_connections(self) -> list[Any]:
+        """The py-amqp connection whose input means confirms to read, for a shared wait."""
+        return [self._conn.connection] if self._conn is not None and self._confirms else []
+
+    def heartbeat(self) -> None:
+        if self._conn is None or not self._confirms:
+            return
+        self.pump(0)
         try:
             self._conn.heartbeat_check()
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publisher heartbeat failed: {exc}") from exc
-
-    def _drain(self, timeout: float) -> None:
-        assert self._conn is not None
-        try:
-            self._conn.drain_events(timeout=timeout)
-        except TimeoutError:
-            return
-        except CONNECTION_ERRORS as exc:
-            raise ConnectionLost(f"publisher connection lost: {exc}") from exc
 
     # -- broker callbacks ----------------------------------------------------------
     def _settle(self, delivery_tag: int, multiple: bool) -> list[int]:
@@ -165,12 +213,21 @@ class ConfirmedPublisher:
         self._unconfirmed.difference_update(done)
         return done
 
+    def _forget_id(self, seq: int) -> None:
+        message_id = self._id_by_seq.pop(seq, None)
+        if message_id is not None:
+            self._seq_by_id.pop(message_id, None)
+
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple)
+        for seq in self._settle(delivery_tag, multiple):
+            self._forget_id(seq)
+            self._results[seq] = self._returned.pop(seq, None)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         for seq in self._settle(delivery_tag, multiple):
-            self._failed[seq] = PublishRejected("broker nacked the publish")
+            self._forget_id(seq)
+            self._returned.pop(seq, None)
+            self._results[seq] = PublishRejected("broker nacked the publish")
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         # NOTE: a mandatory message with no route comes back as basic.return *before*
@@ -178,6 +235,6 @@ class ConfirmedPublisher:
         message_id = message.properties.get("message_id", "")
         seq = self._seq_by_id.get(message_id)
         if seq is not None:
-            self._failed[seq] = PublishRejected(
+            self._returned[seq] = PublishRejected(
                 f"unroutable: {exchange or '(default)'} / {routing_key}: {exc}"
             )

@@ -1,0 +1,131 @@
+"""Intake's edge: bytes and content types in, canonical events out.
+
+Everything that can be wrong with an inbound message becomes a PermanentError with a
+specific reason here, so the runtime dead-letters it with that reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pydantic_core
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas.events import CloudEvent
+from schemas.inbound import ChatRequest, EmailForm, HelpdeskUpdate, PhoneRequest
+from services.intake.accounts import AccountsDirectory
+from services.intake.helpdesk import normalize_helpdesk
+from services.intake.mime import parse_mime
+from services.intake.normalize import (
+    Context,
+    normalize_chat,
+    normalize_email_form,
+    normalize_phone,
+    normalize_raw_email,
+)
+from services.runtime.errors import PermanentError
+from services.runtime.messages import Inbound, Outgoing
+
+M = TypeVar("M", bound=BaseModel)
+JSON_TYPES = {"application/json", "text/json"}
+MIME_TYPES = {"message/rfc822"}
+_HELPDESK = TypeAdapter[Any](HelpdeskUpdate)
+
+
+def _content_type(inbound: Inbound) -> str:
+    # NOTE: upstreams often omit content_type; JSON is the documented default.
+    return (inbound.content_type or "application/json").split(";")[0].strip().lower()
+
+
+def _json(inbound: Inbound) -> Any:
+    ctype = _content_type(inbound)
+    if ctype not in JSON_TYPES:
+        raise PermanentError(
+            f"content type {ctype!r} is not accepted on {inbound.routing_key}; "
+            "send application/json",
+            reason="unsupported_content_type",
+        )
+    try:
+        # Strict UTF-8, bounded nesting, no lone surrogates: what json.loads lets through
+        # (UTF-16, RecursionError, 5000-digit ints) would fail later as a non-permanent error.
+        return pydantic_core.from_json(inbound.body)
+    except ValueError as exc:
+        raise PermanentError(f"body is not valid UTF-8 JSON: {exc}", reason="invalid_json") from exc
+
+
+def _validation_error(exc: ValidationError, what: str) -> PermanentError:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
+        for err in exc.errors()[:5]
+    )
+    return PermanentError(f"{what}: {problems}", reason="schema_violation")
+
+
+def _validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, model.__name__) from exc
+
+
+def correlation_id(inbound: Inbound) -> str:
+    """The inbound message's own id; without one, a digest of its body (deterministic)."""
+    return (
+        inbound.message_id
+        or inbound.correlation_id
+        or "sha256:" + hashlib.sha256(inbound.body).hexdigest()[:32]
+    )
+
+
+class IntakeHandlers:
+    def __init__(
+        self,
+        directory: AccountsDirectory,
+        phone_region: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._directory = directory
+        self._region = phone_region
+        self._clock = clock
+
+    def routes(self) -> dict[str, Callable[[Inbound], list[Outgoing]]]:
+        return {
+            "inbound.chat": self._wrap(self.chat),
+            "inbound.email": self._wrap(self.email),
+            "inbound.phone": self._wrap(self.phone),
+            "inbound.helpdesk": self._wrap(self.helpdesk),
+        }
+
+    def _wrap(
+        self, fn: Callable[[Inbound], list[CloudEvent]]
+    ) -> Callable[[Inbound], list[Outgoing]]:
+        def handle(inbound: Inbound) -> list[Outgoing]:
+            return [Outgoing.event(event) for event in fn(inbound)]
+
+        return handle
+
+    def _ctx(self, inbound: Inbound) -> Context:
+        return Context(self._directory, correlation_id(inbound), self._clock())
+
+    def chat(self, inbound: Inbound) -> list[CloudEvent]:
+        return normalize_chat(_validate(ChatRequest, _json(inbound)), self._ctx(inbound))
+
+    def phone(self, inbound: Inbound) -> list[CloudEvent]:
+        payload = _validate(PhoneRequest, _json(inbound))
+        return normalize_phone(payload, self._ctx(inbound), self._region)
+
+    def email(self, inbound: Inbound) -> list[CloudEvent]:
+        ctx = self._ctx(inbound)
+        if _content_type(inbound) in MIME_TYPES:
+            return normalize_raw_email(parse_mime(inbound.body), ctx.now, ctx)
+        return normalize_email_form(_validate(EmailForm, _json(inbound)), ctx)
+
+    def helpdesk(self, inbound: Inbound) -> list[CloudEvent]:
+        try:
+            update = _HELPDESK.validate_python(_json(inbound))
+        except ValidationError as exc:
+            raise _validation_error(exc, "helpdesk update") from exc
+        return normalize_helpdesk(update, correlation_id(inbound), self._clock())

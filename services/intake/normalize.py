@@ -1,0 +1,276 @@
+"""Pure normalization: one inbound payload -> canonical events. No broker, no clock.
+
+`now` is the event time; ids are derived from what the customer sent, so the same
+input always yields the same ticket id and the same event ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.events import CloudEvent, EventData, TicketOpened, TicketUpdated, make_event
+from schemas.inbound import ChatRequest, EmailForm, PhoneRequest
+from schemas.ticket import Attachment, CallKind, Channel, Submitter, Ticket
+from services.intake.accounts import AccountsDirectory, Identity
+from services.intake.contacts import normalize_email_address, normalize_phone_number
+from services.intake.html_text import html_to_text
+from services.intake.ids import thread_root, ticket_id
+from services.intake.mime import ParsedEmail
+from services.intake.triage import triage_hints
+
+SERVICE = "intake"
+MAX_TEXT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Request:
+    """A channel-independent view of a customer's request or follow-up."""
+
+    channel: Channel
+    source_id: str
+    thread_id: str
+    portal_id: int | None
+    who: Identity
+    name: str | None
+    marked_critical: bool
+    subject: str
+    text: str
+    created_at: datetime
+    language: str | None = None
+    call_kind: CallKind | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    directory: AccountsDirectory
+    correlation_id: str
+    now: datetime
+
+
+def build_ticket(req: Request, directory: AccountsDirectory) -> Ticket:
+    account = directory.account(req.portal_id)
+    role = directory.role(account, req.who)
+    return Ticket(
+        ticket_id=ticket_id(req.channel, req.thread_id),
+        channel=req.channel,
+        portal_id=req.portal_id,
+        account_name=account.name if account else None,
+        premium=bool(account and account.premium_support),
+        timezone=account.timezone if account else None,
+        submitter=Submitter(
+            role=role,
+            user_id=req.who.user_id,
+            email=req.who.email,
+            phone=req.who.phone,
+            name=req.name,
+        ),
+        severity="business_critical" if req.marked_critical else "standard",
+        submitter_marked_critical=req.marked_critical,
+        call_kind=req.call_kind,
+        subject=req.subject,
+        text=req.text[:MAX_TEXT],
+        language=req.language,
+        created_at=req.created_at,
+        triage_hints=triage_hints(req.subject, req.text),
+        attachments=req.attachments,
+        source=req.source,
+    )
+
+
+def _event(data: EventData, subject: str, cause: str, ctx: Context) -> CloudEvent:
+    return make_event(
+        data,
+        service=SERVICE,
+        subject=subject,
+        cause=cause,
+        correlation_id=ctx.correlation_id,
+        now=ctx.now,
+    )
+
+
+def opened(req: Request, ctx: Context) -> CloudEvent:
+    ticket = build_ticket(req, ctx.directory)
+    return _event(TicketOpened(ticket=ticket), ticket.ticket_id, "opened", ctx)
+
+
+def updated(req: Request, ctx: Context, cause: str) -> CloudEvent:
+    tid = ticket_id(req.channel, req.thread_id)
+    data = TicketUpdated(
+        ticket_id=tid,
+        channel=req.channel,
+        at=req.created_at,
+        author=req.who.email or req.who.phone or req.who.user_id,
+        text=req.text[:MAX_TEXT],
+        attachments=req.attachments,
+        source=req.source,
+    )
+    return _event(data, tid, cause, ctx)
+
+
+def normalize_chat(p: ChatRequest, ctx: Context) -> list[CloudEvent]:
+    """A conversation snapshot: opened (once per conversation, by id); each later
+    snapshot with more visitor messages also yields an update for the newest one."""
+    visitor = [m for m in p.messages if m.from_ == "visitor"]
+    email = p.visitor.email.strip().lower() if p.visitor.email else None
+    req = Request(
+        channel="chat",
+        source_id=p.conversation_id,
+        thread_id=p.conversation_id,
+        portal_id=p.portal_id,
+        who=Identity(user_id=p.visitor.user_id, email=email),
+        name=p.visitor.name,
+        marked_critical=p.business_critical,
+        subject=(visitor[0].text if visitor else p.messages[0].text)[:120],
+        text="\n".join(m.text for m in visitor),
+        created_at=p.started_at,
+        language=p.language,
+        source={"conversation_id": p.conversation_id, "extra": unknown_fields(p)},
+    )
+    events = [opened(req, ctx)]
+    if len(visitor) > 1:
+        last = visitor[-1]
+        follow = Request(**{**req.__dict__, "text": last.text, "created_at": last.at})
+        events.append(
+            updated(follow, ctx, f"chat:{len(visitor)}:{last.at.astimezone(UTC).isoformat()}")
+        )
+    return events
+
+
+def _email_request(
+    *,
+    message_id: str,
+    in_reply_to: str | None,
+    references: list[str],
+    portal_id: int | None,
+    sender: str,
+    name: str | None,
+    user_id: str | None,
+    marked_critical: bool,
+    subject: str,
+    text: str,
+    created_at: datetime,
+    directory: AccountsDirectory,
+    **rest: Any,
+) -> Request:
+    who = Identity(user_id=user_id, email=sender)
+    return Request(
+        channel="email",
+        source_id=message_id,
+        thread_id=thread_root(message_id, in_reply_to, references),
+        portal_id=portal_id if portal_id is not None else directory.portal_of(who),
+        who=who,
+        name=name,
+        marked_critical=marked_critical,
+        subject=subject,
+        text=text,
+        created_at=created_at,
+        **rest,
+    )
+
+
+def _email_events(req: Request, ctx: Context) -> list[CloudEvent]:
+    """The thread's first message opens the ticket; a reply updates it."""
+    if req.thread_id == req.source_id.strip():
+        return [opened(req, ctx)]
+    return [updated(req, ctx, f"email:{req.source_id}")]
+
+
+def normalize_email_form(p: EmailForm, ctx: Context) -> list[CloudEvent]:
+    name, sender = normalize_email_address(p.from_)
+    text = p.text if p.text is not None else html_to_text(p.html or "")
+    req = _email_request(
+        message_id=p.message_id,
+        in_reply_to=p.in_reply_to,
+        references=p.references,
+        portal_id=p.portal_id,
+        sender=sender,
+        name=name,
+        user_id=p.form.user_id if p.form else None,
+        marked_critical=bool(p.form and p.form.business_critical),
+        subject=p.subject,
+        text=text,
+        created_at=p.received_at,
+        directory=ctx.directory,
+        source={"message_id": p.message_id, "form": True, "extra": unknown_fields(p)},
+    )
+    return _email_events(req, ctx)
+
+
+def normalize_raw_email(mail: ParsedEmail, received_at: datetime, ctx: Context) -> list[CloudEvent]:
+    fwd = mail.forwarded
+    source: dict[str, Any] = {"message_id": mail.message_id, "recipients": mail.recipients}
+    if fwd is not None:
+        source["forwarded"] = {
+            "from": fwd.from_address,
+            "subject": fwd.subject,
+            "date": fwd.date.isoformat() if fwd.date else None,
+        }
+    req = _email_request(
+        message_id=mail.message_id,
+        in_reply_to=mail.in_reply_to,
+        references=mail.references,
+        portal_id=mail.portal_id,
+        sender=mail.from_address,
+        name=mail.from_name,
+        user_id=None,
+        marked_critical=mail.business_critical,
+        subject=mail.subject,
+        text=mail.text,
+        created_at=mail.date or received_at,
+        directory=ctx.directory,
+        language=mail.language,
+        attachments=mail.attachments,
+        source=source,
+    )
+    return _email_events(req, ctx)
+
+
+def normalize_phone(p: PhoneRequest, ctx: Context, region: str | None = None) -> list[CloudEvent]:
+    phone = normalize_phone_number(p.caller_number, region) if p.caller_number else None
+    ivr = p.ivr
+    req = Request(
+        channel="phone",
+        source_id=p.call_id,
+        thread_id=p.call_id,
+        portal_id=p.portal_id,
+        who=Identity(user_id=p.caller_user_id, phone=phone),
+        name=None,
+        marked_critical=bool(ivr and ivr.business_critical),
+        subject=("Callback request" if p.kind == "callback_request" else "Inbound call"),
+        text=p.transcript or "",
+        created_at=p.requested_at,
+        language=ivr.language if ivr else None,
+        call_kind=p.kind,
+        source={
+            "call_id": p.call_id,
+            "caller_number": p.caller_number,
+            "extra": unknown_fields(p),
+        },
+    )
+    return [opened(req, ctx)]
+
+
+def unknown_fields(model: BaseModel) -> dict[str, Any]:
+    """Upstream fields the contract does not name, at any depth, kept as sent."""
+    found: dict[str, Any] = dict(model.model_extra or {})
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested = unknown_fields(value)
+        elif isinstance(value, list):
+            nested = {
+                str(i): extra
+                for i, item in enumerate(value)
+                if isinstance(item, BaseModel) and (extra := unknown_fields(item))
+            }
+        else:
+            continue
+        if nested:
+            found[name] = nested
+    return found

@@ -1,0 +1,89 @@
+"""Business-critical signals in a request's text (DESIGN.md section 2).
+
+Hints are attached for the agent with the phrases that matched; they never change a
+ticket's severity on their own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from schemas.inbound import Severity
+from schemas.ticket import TriageHint
+
+_SIGNALS: list[tuple[str, Severity, str]] = [
+    (
+        "login_outage",
+        "business_critical",
+        r"(?:nobody|no one|none of us)[\w\s']{0,30}?(?:can|could|(?:are|is) able to)"
+        r"\s+(?:log|sign)\s?in"
+        r"|(?:all (?:of )?(?:our )?users|everyone|the whole team|our team|we|all of us)"
+        r"[\w\s']{0,30}?(?:can(?:no|')?t|cannot|unable to|not able to)\s+(?:log|sign)\s?in"
+        r"|locked out|login (?:is )?(?:down|broken)|(?:log|sign)-?in (?:page )?(?:is )?down",
+    ),
+    (
+        "system_outage",
+        "business_critical",
+        r"outage|system[- ]wide|(?:site|platform|portal|everything|system) is down"
+        r"|down for (?:everyone|all)|blocking (?:our |the )?(?:launch|operations)"
+        r"|(?:launch|go-live) is blocked|core operations|can(?:no|')?t reach (?:any|our) tools",
+    ),
+    (
+        "cms_unreachable",
+        "business_critical",
+        r"(?:cms|content)[\w\s]{0,20}?(?:unreachable|inaccessible|unavailable|not loading)"
+        r"|(?:whole|entire) (?:organi[sz]ation|company)[\w\s]{0,30}?(?:cms|content)",
+    ),
+    (
+        "data_loss",
+        "business_critical",
+        r"data loss|lost (?:all )?(?:our |the )?data|data (?:is|was) (?:gone|deleted|wiped)"
+        r"|(?:deleted|wiped) (?:all|every)",
+    ),
+    (
+        "security_breach",
+        "business_critical",
+        r"security (?:breach|incident)|(?:been|was|were) (?:hacked|compromised)"
+        r"|unauthori[sz]ed access|data leak|account takeover",
+    ),
+    (
+        "single_user",
+        "standard",
+        r"only (?:me|one user|affects me)|just (?:me|one user|my account)|a single user",
+    ),
+    ("question", "standard", r"how (?:do|can) (?:i|we)|quick question|is it possible to"),
+    ("cosmetic", "standard", r"typo|cosmetic|misaligned|alignment|wrong (?:colou?r|font)"),
+    ("configuration", "standard", r"configur(?:e|ation)|set up|change (?:a|the|our) setting"),
+]
+# One pass over the text for all signals: a named group per signal. Matching on the
+# lower-cased text is ~3x faster than IGNORECASE; phrases are cut from the original.
+_PATTERN = "|".join(f"(?P<{n}>{p})" for n, _, p in _SIGNALS)
+_ANY_LOWER = re.compile(_PATTERN)
+_ANY_IGNORECASE = re.compile(_PATTERN, re.IGNORECASE)
+_SEVERITY = {name: severity for name, severity, _ in _SIGNALS}
+MAX_PHRASES = 5
+
+
+def triage_hints(*texts: str) -> list[TriageHint]:
+    """Every signal found in the texts, with up to MAX_PHRASES distinct matched phrases,
+    in the order of `_SIGNALS`."""
+    found: dict[str, dict[str, str]] = {}
+    text = "\n".join(t for t in texts if t)
+    lowered = text.lower()
+    # Some characters change length when lower-cased ("İ"); then spans would not line up.
+    matches = (
+        _ANY_LOWER.finditer(lowered)
+        if len(lowered) == len(text)
+        else _ANY_IGNORECASE.finditer(text)
+    )
+    for match in matches:
+        name = match.lastgroup or ""
+        phrase = " ".join(text[match.start() : match.end()].split())
+        phrases = found.setdefault(name, {})
+        if len(phrases) < MAX_PHRASES:
+            phrases.setdefault(phrase.lower(), phrase)
+    return [
+        TriageHint(signal=name, points_to=_SEVERITY[name], phrases=list(found[name].values()))
+        for name, _, _ in _SIGNALS
+        if name in found
+    ]

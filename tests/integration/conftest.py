@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from services.intake.main import IntakeSettings, bootstrap
+from services.runtime.app import ServiceRunner, declare_topology
+from services.runtime.logging import configure_logging
+from services.runtime.metrics import RuntimeMetrics
+from services.upstream import UpstreamPublisher
+from tests.conftest import ROOT
+from tests.support.broker import delete_topology, new_prefix
+from tests.support.capture import Capture
+
+ACCOUNTS = ROOT / "examples" / "accounts.yaml"
+
+
+@pytest.fixture
+def prefix(amqp_url: str) -> Iterator[str]:
+    """Every test gets its own AMQP_PREFIX: its own exchanges and queues."""
+    value = new_prefix()
+    yield value
+    delete_topology(amqp_url, value, [f"{value}test.capture"])
+
+
+@pytest.fixture
+def settings(amqp_url: str, prefix: str) -> IntakeSettings:
+    configure_logging("console", "warning")
+    return IntakeSettings(
+        AMQP_URL=amqp_url,
+        AMQP_PREFIX=prefix,
+        ACCOUNTS_FILE=ACCOUNTS,
+        RETRY_INITIAL_S=0.05,
+        RETRY_MAX_S=0.2,
+    )
+
+
+@pytest.fixture
+def events(amqp_url: str, prefix: str, settings: IntakeSettings) -> Capture:
+    """Everything published on support.events, captured from the outside."""
+    declare_topology(settings)
+    return Capture.bind(amqp_url, f"{prefix}test.capture", f"{prefix}support.events")
+
+
+@pytest.fixture
+def upstream(amqp_url: str, prefix: str) -> Iterator[UpstreamPublisher]:
+    with UpstreamPublisher(amqp_url, prefix) as publisher:
+        yield publisher
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within timeout")
+        time.sleep(0.02)
+
+
+class RunningService:
+    def __init__(self, runner: ServiceRunner) -> None:
+        self.runner = runner
+        self.thread = threading.Thread(target=runner.run, daemon=True)
+
+    def start(self) -> RunningService:
+        self.thread.start()
+        wait_for(lambda: self.runner.loop.connected)
+        return self
+
+    def stop(self) -> None:
+        self.runner.stop.set()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "service did not stop"
+
+    def settled(self, outcome: str) -> float:
+        value = self.runner.loop._metrics.registry.get_sample_value(
+            "messages_settled_total", {"service": self.runner.spec.name, "outcome": outcome}
+        )
+        return value or 0.0
+
+
+@pytest.fixture
+def intake(settings: IntakeSettings, events: Capture) -> Iterator[RunningService]:
+    service = RunningService(ServiceRunner(bootstrap(settings), settings, RuntimeMetrics.create()))
+    service.start()
+    yield service
+    service.stop()

@@ -1,0 +1,156 @@
+"""Triage hints: business-critical and standard signals in a request's text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.intake.triage import MAX_PHRASES, triage_hints
+
+
+def signals(*texts: str) -> dict[str, list[str]]:
+    return {hint.signal: hint.phrases for hint in triage_hints(*texts)}
+
+
+@pytest.mark.parametrize(
+    ("text", "signal", "phrases"),
+    [
+        (
+            "Nobody on our team can log in since 9:50",
+            "login_outage",
+            ["Nobody on our team can log in"],
+        ),
+        ("No one can log in to the portal", "login_outage", ["No one can log in"]),
+        (
+            "All of our users can't log in this morning",
+            "login_outage",
+            ["All of our users can't log in"],
+        ),
+        (
+            "None of us are able to sign in since the update",
+            "login_outage",
+            ["None of us are able to sign in"],
+        ),
+        ("Everyone is locked out of the portal since 9:50", "login_outage", ["locked out"]),
+        ("The login page is down for us", "login_outage", ["login page is down"]),
+        ("We have a full outage, nothing loads", "system_outage", ["outage"]),
+        (
+            "The whole platform is down and it is blocking our launch tomorrow",
+            "system_outage",
+            ["platform is down", "blocking our launch"],
+        ),
+        ("Our go-live is blocked because nothing saves", "system_outage", ["go-live is blocked"]),
+        (
+            "Our whole organisation cannot reach the CMS content.",
+            "cms_unreachable",
+            ["whole organisation cannot reach the CMS"],
+        ),
+        (
+            "The CMS is unreachable for the marketing and sales teams",
+            "cms_unreachable",
+            ["CMS is unreachable"],
+        ),
+        ("Content is not loading for any editor", "cms_unreachable", ["Content is not loading"]),
+        ("We lost all our data after the migration", "data_loss", ["lost all our data"]),
+        (
+            "The data was deleted overnight and we have data loss in three projects",
+            "data_loss",
+            ["data was deleted", "data loss"],
+        ),
+        (
+            "We think our account was compromised: unauthorized access from an unknown IP",
+            "security_breach",
+            ["was compromised", "unauthorized access"],
+        ),
+        ("There was a security breach last night", "security_breach", ["security breach"]),
+    ],
+)
+def test_business_critical_signals(text: str, signal: str, phrases: list[str]) -> None:
+    hints = [h for h in triage_hints(text) if h.signal == signal]
+
+    assert len(hints) == 1, f"{signal} not found in {text!r}"
+    assert hints[0].points_to == "business_critical"
+    assert hints[0].phrases == phrases
+
+
+@pytest.mark.parametrize(
+    ("text", "signal", "phrases"),
+    [
+        ("It only affects me, my colleagues are fine", "single_user", ["only affects me"]),
+        ("Just my account shows the error", "single_user", ["Just my account"]),
+        ("Quick question: how do I export a report?", "question", ["Quick question", "how do I"]),
+        ("Is it possible to change the logo?", "question", ["Is it possible to"]),
+        (
+            "There is a typo on the pricing page and the button is misaligned",
+            "cosmetic",
+            ["typo", "misaligned"],
+        ),
+        ("The footer uses the wrong font", "cosmetic", ["wrong font"]),
+        ("Please help us configure SSO for our domain", "configuration", ["configure"]),
+        (
+            "Can you change the setting for session timeout?",
+            "configuration",
+            ["change the setting"],
+        ),
+    ],
+)
+def test_standard_signals(text: str, signal: str, phrases: list[str]) -> None:
+    assert [(h.signal, h.points_to, h.phrases) for h in triage_hints(text)] == [
+        (signal, "standard", phrases)
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks, have a nice weekend.",
+        "Hello, I would like to update my billing address.",
+        "Everyone loves the new dashboard",
+        "",
+    ],
+)
+def test_neutral_text_has_no_hints(text: str) -> None:
+    assert triage_hints(text) == []
+
+
+def test_signals_from_subject_and_body_are_combined_and_deduplicated() -> None:
+    hints = signals("Outage", "Total OUTAGE since 9:50, we lost all our data")
+
+    assert hints == {"system_outage": ["Outage"], "data_loss": ["lost all our data"]}
+
+
+def test_mixed_signals_are_all_reported_in_catalogue_order() -> None:
+    text = "Quick question: the CMS is unreachable, but it only affects me."
+
+    assert [(h.signal, h.points_to) for h in triage_hints(text)] == [
+        ("cms_unreachable", "business_critical"),
+        ("single_user", "standard"),
+        ("question", "standard"),
+    ]
+
+
+def test_phrases_are_whitespace_normalised_and_capped() -> None:
+    text = "typo\n cosmetic   misaligned alignment wrong colour wrong font Typo"
+    [hint] = triage_hints(text)
+
+    assert hint.signal == "cosmetic"
+    assert len(hint.phrases) == MAX_PHRASES == 5
+    assert hint.phrases == ["typo", "cosmetic", "misaligned", "alignment", "wrong colour"]
+
+
+def test_phrase_spanning_lines_is_collapsed() -> None:
+    text = "Nobody on our\nteam can\n   log in"
+    assert signals(text)["login_outage"] == ["Nobody on our team can log in"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(), max_size=3))
+def test_triage_never_raises_on_arbitrary_text(texts: list[str]) -> None:
+    hints = triage_hints(*texts)
+
+    collapsed = " ".join("\n".join(texts).split())
+    for hint in hints:
+        assert hint.points_to in ("business_critical", "standard")
+        assert 1 <= len(hint.phrases) <= MAX_PHRASES
+        assert all(p and p in collapsed for p in hint.phrases)
