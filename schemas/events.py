@@ -180,7 +180,8 @@ def make_event(
 ) -> CloudEvent:
     """Wrap `data` in an envelope whose id is derived from subject, type and cause."""
     event_type = TYPE_OF[type(data)]
-    return CloudEvent(
+    # Built from validated parts: construct without validating them a second time.
+    return CloudEvent.model_construct(
         id=event_id(subject, event_type, cause),
         source=f"/premium-support/{service}",
         type=event_type,

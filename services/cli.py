@@ -35,6 +35,17 @@ def run(
     run_services(specs, settings)
 
 
+@app.command()
+def demo() -> None:
+    """Run intake on the in-memory transport with a scenario; no broker needed."""
+    from rich.console import Console
+
+    from services.demo import run_demo
+
+    configure_logging("console", "warning")
+    raise typer.Exit(run_demo(Console()))
+
+
 @topology_app.command("declare")
 def topology_declare() -> None:
     """Declare the whole topology on AMQP_URL (idempotent)."""

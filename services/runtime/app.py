@@ -110,8 +110,10 @@ class ServiceRunner:
             try:
                 self._connect_and_consume()
                 failures = 0
-            except ConnectionLost as exc:
+            except Exception as exc:
                 failures += 1
+                if not isinstance(exc, ConnectionLost):
+                    log.error("service.crashed", service=self.spec.name, exc_info=exc)
                 self.loop.drop_connection()
                 self.publisher.close()
                 delay = self._backoff(failures)

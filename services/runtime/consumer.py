@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -26,10 +27,10 @@ from services.runtime.acks import Acker
 from services.runtime.amqp_transport import has_input, read_available, wait_for_input
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
-from services.runtime.errors import ConnectionLost, PermanentError, PipelineError
+from services.runtime.errors import ConnectionLost, PermanentError, PipelineError, TransientError
 from services.runtime.failures import Backoff, dead_letter, decide
 from services.runtime.messages import Inbound, Outgoing
-from services.runtime.metrics import RuntimeMetrics
+from services.runtime.metrics import RuntimeMetrics, ServiceMetrics
 from services.runtime.names import Names
 from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
 
@@ -55,6 +56,10 @@ class InFlight:
     seqs: list[int]
     outcome: str
     deadline: float
+    # Deliveries whose outputs were dropped as duplicates of this one's, still in flight:
+    # they stand or fall with this one.
+    depends_on: list[InFlight] = field(default_factory=list)
+    failed: bool = False
 
 
 def to_inbound(message: Any) -> Inbound:
@@ -89,13 +94,14 @@ class ConsumeLoop:
         self._names = Names(settings.amqp_prefix)
         self._connect = connect
         self._publisher = publisher
-        self._metrics = metrics
+        self._metrics = ServiceMetrics(metrics, service)
+        self.registry = metrics.registry
         self._dedup_inputs = dedup_inputs
         self._published = DedupWindow(settings.dedup_window_size, settings.dedup_window_s)
         self._handled = DedupWindow(settings.dedup_window_size, settings.dedup_window_s)
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self._inflight: deque[InFlight] = deque()
-        self._pending_ids: set[str] = set()
+        self._pending_ids: dict[str, InFlight] = {}
         self._retries: list[tuple[float, int, Delivery]] = []
         self._tiebreak = itertools.count()
         self._generation = 0
@@ -106,6 +112,7 @@ class ConsumeLoop:
         self._amqp = False
         self._raw: Any = None
         self._acker = Acker(multiple=False)
+        self._info_enabled = True
 
     # -- handling -------------------------------------------------------------------
     def _handler_for(self, routing_key: str) -> Handler:
@@ -115,12 +122,21 @@ class ConsumeLoop:
         raise PermanentError(f"no handler for routing key {routing_key!r}", reason="no_handler")
 
     def _on_message(self, message: Any) -> None:
-        self._metrics.consumed.labels(self.service).inc()
+        self._metrics.consumed.inc()
         self._acker.received(message)
         delivery = Delivery(message, to_inbound(message), self._generation)
         # NOTE: quorum queues count redeliveries; carry them so a crash loop stays bounded.
-        delivery.attempts = int(delivery.inbound.headers.get("x-delivery-count", 0) or 0)
+        count = delivery.inbound.headers.get("x-delivery-count", 0)
+        delivery.attempts = count if isinstance(count, int) and count > 0 else 0
         self._process(delivery)
+
+    def _on_undecodable(self, message: Any, exc: Exception) -> None:
+        """kombu refused the message before our callback (e.g. an unknown compression
+        header): the bytes cannot be read as sent, so it is dead-lettered."""
+        self._acker.received(message)
+        delivery = Delivery(message, to_inbound(message), self._generation)
+        delivery.attempts = 1
+        self._fail(delivery, PermanentError(f"undecodable message: {exc}", reason="undecodable"))
 
     def _process(self, delivery: Delivery) -> None:
         delivery.attempts += 1
@@ -136,25 +152,28 @@ class ConsumeLoop:
                 return
             started = time.perf_counter()
             outputs = list(self._handler_for(inbound.routing_key)(inbound))
-            self._metrics.handler_seconds.labels(self.service).observe(
-                time.perf_counter() - started
-            )
+            self._metrics.handler_seconds.observe(time.perf_counter() - started)
         except Exception as exc:  # classified, logged and settled in _fail: never swallowed
             self._fail(delivery, exc)
             return
-        # Drop what was already confirmed, or is being published in this very batch.
-        fresh = [
-            o
-            for o in outputs
-            if o.message_id not in self._published and o.message_id not in self._pending_ids
-        ]
-        self._track(delivery, fresh, "acked" if fresh or not outputs else "duplicate")
+        # Drop what was already confirmed; what is still in flight is waited for.
+        fresh = [o for o in outputs if o.message_id not in self._published]
+        deps = [self._pending_ids[o.message_id] for o in fresh if o.message_id in self._pending_ids]
+        fresh = [o for o in fresh if o.message_id not in self._pending_ids]
+        self._track(delivery, fresh, "acked" if fresh or not outputs else "duplicate", deps)
 
-    def _track(self, delivery: Delivery, outputs: list[Outgoing], outcome: str) -> None:
+    def _track(
+        self,
+        delivery: Delivery,
+        outputs: list[Outgoing],
+        outcome: str,
+        deps: list[InFlight] | None = None,
+    ) -> None:
         seqs = [self._publisher.publish(out) for out in outputs]
-        self._pending_ids.update(o.message_id for o in outputs if o.exchange)
         deadline = time.monotonic() + self._s.confirm_timeout_s
-        self._inflight.append(InFlight(delivery, outputs, seqs, outcome, deadline))
+        item = InFlight(delivery, outputs, seqs, outcome, deadline, deps or [])
+        self._pending_ids.update((o.message_id, item) for o in outputs if o.exchange)
+        self._inflight.append(item)
         if not self._amqp:
             self._settle_ready()  # in-memory: nothing to wait for
 
@@ -166,7 +185,7 @@ class ConsumeLoop:
             delay = self._backoff.delay_s(delivery.attempts)
             due = time.monotonic() + delay
             heapq.heappush(self._retries, (due, next(self._tiebreak), delivery))
-            self._metrics.outcomes.labels(self.service, "retried").inc()
+            self._metrics.outcome("retried").inc()
             self._log(delivery, "retry_scheduled", error=str(decision.error), retry_in_s=delay)
             return
         if not isinstance(exc, PipelineError):
@@ -200,13 +219,20 @@ class ConsumeLoop:
         while self._inflight:
             item = self._inflight[0]
             if not all(self._publisher.is_done(seq) for seq in item.seqs):
-                if time.monotonic() < item.deadline:
-                    return
+                # NOTE: while the broker is blocked (memory/disk alarm) confirms are
+                # late, not lost; the runner bounds that wait (BLOCKED_TIMEOUT_S).
+                if time.monotonic() < item.deadline or self._publisher.blocked_since:
+                    break
                 self._publisher.expire(item.seqs)
             self._inflight.popleft()
-            self._pending_ids.difference_update(o.message_id for o in item.outputs)
+            for out in item.outputs:
+                if self._pending_ids.get(out.message_id) is item:
+                    del self._pending_ids[out.message_id]
             errors = [e for e in (self._publisher.take(seq) for seq in item.seqs) if e]
+            if any(dep.failed for dep in item.depends_on):
+                errors.append(TransientError("the publish this duplicate waited on failed"))
             if errors:
+                item.failed = True
                 self._publish_failed(item, errors[0])
             else:
                 self._settle(item)
@@ -223,8 +249,8 @@ class ConsumeLoop:
         self._published.add_all(o.message_id for o in item.outputs if o.exchange)
         if self._dedup_inputs and item.delivery.inbound.message_id:
             self._handled.add_all([item.delivery.inbound.message_id])
-        self._metrics.outcomes.labels(self.service, item.outcome).inc()
-        self._metrics.published.labels(self.service).inc(len(item.outputs))
+        self._metrics.outcome(item.outcome).inc()
+        self._metrics.published.inc(len(item.outputs))
         extra = item.outputs[0].log if item.outputs else {}
         self._log(item.delivery, item.outcome, **extra)
 
@@ -238,6 +264,9 @@ class ConsumeLoop:
         self._fail(item.delivery, error)
 
     def _log(self, delivery: Delivery, outcome: str, level: str = "", **extra: Any) -> None:
+        level = level or ("info" if outcome in ("acked", "duplicate") else "warning")
+        if level == "info" and not self._info_enabled:
+            return  # the per-message line is the hot path; skip building it
         inbound = delivery.inbound
         fields = {
             "service": self.service,
@@ -249,13 +278,12 @@ class ConsumeLoop:
             "duration_ms": round((time.perf_counter() - delivery.started) * 1000, 3),
             **extra,
         }
-        level = level or ("info" if outcome in ("acked", "duplicate") else "warning")
         getattr(log, level)("message.settled", **fields)
 
     # -- connection lifecycle -------------------------------------------------------------
     def start_consuming(self) -> None:
         self._generation += 1
-        self._inflight, self._retries, self._pending_ids = deque(), [], set()
+        self._inflight, self._retries, self._pending_ids = deque(), [], {}
         self._conn = self._connect()
         try:
             self._conn.ensure_connection(max_retries=1)
@@ -263,11 +291,17 @@ class ConsumeLoop:
             # NOTE: quorum queues refuse global (channel-wide) QoS: prefetch per consumer.
             channel.basic_qos(0, self._s.prefetch, False)
             queue = self._names.queue(self.service)
-            self._consumer = Consumer(channel, queues=[], on_message=self._on_message)
+            self._consumer = Consumer(
+                channel,
+                queues=[],
+                on_message=self._on_message,
+                on_decode_error=self._on_undecodable,
+            )
             self._consumer.add_queue(_queue_ref(queue))
             self._consumer.consume()
             self._amqp = self._conn.transport.driver_type == "amqp"
             self._acker = Acker(multiple=self._amqp)
+            self._info_enabled = bool(log.bind().is_enabled_for(logging.INFO))
             self._raw = self._conn.connection if self._amqp else None
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"cannot consume: {exc}") from exc
@@ -277,10 +311,13 @@ class ConsumeLoop:
         """One turn of the loop: due retries, the deliveries that arrived, settling."""
         assert self._conn is not None
         self._fire_due_retries()
+        blocked = self._publisher.blocked_since
+        if blocked is not None and time.monotonic() - blocked > self._s.blocked_timeout_s:
+            raise ConnectionLost(f"broker blocked publishing for over {self._s.blocked_timeout_s}s")
         try:
             if not self._amqp:
                 self._conn.drain_events(timeout=self._next_wake(idle_timeout))
-            elif has_input(self._raw):
+            elif blocked is None and has_input(self._raw):
                 with self._publisher.corked():
                     read_available(self._raw, limit=READ_BATCH)
             else:  # idle: sleep until a delivery or a confirm arrives
@@ -290,7 +327,10 @@ class ConsumeLoop:
             pass  # in-memory transport: nothing arrived
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"consumer connection lost: {exc}") from exc
-        self._settle_ready()
+        try:
+            self._settle_ready()
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(f"connection lost while settling: {exc}") from exc
 
     def _next_wake(self, idle_timeout: float) -> float:
         if not self._retries:
@@ -338,7 +378,7 @@ class ConsumeLoop:
         """Forget everything tied to the old channel: its delivery tags are void."""
         self.connected = False
         self._generation += 1
-        self._inflight, self._retries, self._pending_ids = deque(), [], set()
+        self._inflight, self._retries, self._pending_ids = deque(), [], {}
         if self._conn is not None:
             with contextlib.suppress(*CONNECTION_ERRORS):  # already gone
                 self._conn.release()

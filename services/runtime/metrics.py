@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -40,3 +41,22 @@ class RuntimeMetrics:
                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
             ),
         )
+
+
+class ServiceMetrics:
+    """One service's children of the runtime metrics, looked up once, not per message."""
+
+    def __init__(self, metrics: RuntimeMetrics, service: str) -> None:
+        self.registry = metrics.registry
+        self.consumed = metrics.consumed.labels(service)
+        self.published = metrics.published.labels(service)
+        self.handler_seconds = metrics.handler_seconds.labels(service)
+        self._outcomes = metrics.outcomes
+        self._service = service
+        self._by_outcome: dict[str, Any] = {}
+
+    def outcome(self, outcome: str) -> Any:
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome[outcome] = self._outcomes.labels(self._service, outcome)
+        return child

@@ -68,19 +68,20 @@ class ConfirmedPublisher:
     # -- connection -------------------------------------------------------------
     def open(self) -> None:
         self.close()
+        self.blocked_since = None
         try:
             self._conn = self._connect()
             self._conn.ensure_connection(max_retries=1)
             self._channel = self._conn.channel()
+            self._confirms = self._conn.transport.driver_type == "amqp"
+            self._reset()
+            if self._confirms:
+                self._channel.confirm_select()
+                self._channel.events["basic_ack"].add(self._on_ack)
+                self._channel.events["basic_nack"].add(self._on_nack)
+                self._channel.events["basic_return"].add(self._on_return)
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publisher cannot connect: {exc}") from exc
-        self._confirms = self._conn.transport.driver_type == "amqp"
-        self._reset()
-        if self._confirms:
-            self._channel.confirm_select()
-            self._channel.events["basic_ack"].add(self._on_ack)
-            self._channel.events["basic_nack"].add(self._on_nack)
-            self._channel.events["basic_return"].add(self._on_return)
 
     def _reset(self) -> None:
         self._next_seq = 1
@@ -113,24 +114,30 @@ class ConfirmedPublisher:
         if out.correlation_id:
             properties["correlation_id"] = out.correlation_id
         exchange = self._names.exchange(out.exchange) if out.exchange else ""
+        seq = self._next_seq
+        headers = out.headers
+        if out.mandatory and self._confirms:
+            # A returned message is matched to its publish by this, not by message id
+            # (which may be empty or shared, e.g. two dead letters of one input).
+            token = f"{id(self)}-{seq}"
+            headers = {**headers, "x-publish-token": token}
         try:
             message = self._channel.prepare_message(
-                out.body, content_type=out.content_type, headers=out.headers, properties=properties
+                out.body, content_type=out.content_type, headers=headers, properties=properties
             )
             self._channel.basic_publish(
                 message, exchange=exchange, routing_key=out.routing_key, mandatory=out.mandatory
             )
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publish failed: {exc}") from exc
-        seq = self._next_seq
         self._next_seq += 1
         if not self._confirms:
             self._results[seq] = None  # in-memory: done when written
         else:
             self._unconfirmed.add(seq)
             if out.mandatory:
-                self._seq_by_id[out.message_id] = seq
-                self._id_by_seq[seq] = out.message_id
+                self._seq_by_id[token] = seq
+                self._id_by_seq[seq] = token
         return seq
 
     def is_done(self, seq: int) -> bool:
@@ -206,7 +213,9 @@ class ConfirmedPublisher:
 
     # -- broker callbacks ----------------------------------------------------------
     def _settle(self, delivery_tag: int, multiple: bool) -> list[int]:
-        if not multiple:
+        if not multiple:  # a late confirm for an expired publish is ignored
+            if delivery_tag not in self._unconfirmed:
+                return []
             self._unconfirmed.discard(delivery_tag)
             return [delivery_tag]
         done = [seq for seq in self._unconfirmed if seq <= delivery_tag]
@@ -232,8 +241,8 @@ class ConfirmedPublisher:
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         # NOTE: a mandatory message with no route comes back as basic.return *before*
         # its basic.ack; the ack alone would look like success.
-        message_id = message.properties.get("message_id", "")
-        seq = self._seq_by_id.get(message_id)
+        headers = message.properties.get("application_headers") or {}
+        seq = self._seq_by_id.get(str(headers.get("x-publish-token", "")))
         if seq is not None:
             self._returned[seq] = PublishRejected(
                 f"unroutable: {exchange or '(default)'} / {routing_key}: {exc}"
