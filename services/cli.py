@@ -82,11 +82,14 @@ def publish(
 @schemas_app.command("export")
 def schemas_export(
     check: Annotated[bool, typer.Option("--check", help="Fail if committed files drift")] = False,
+    root: Annotated[
+        Path | None, typer.Option(help="Where the files live (default: the schemas package)")
+    ] = None,
 ) -> None:
     """Write the JSON Schema and AsyncAPI files from the pydantic models."""
     from schemas.export import export
 
-    root = Path(__file__).resolve().parent.parent / "schemas"
+    root = root or Path(__file__).resolve().parent.parent / "schemas"
     changed = export(root, check=check)
     if check and changed:
         typer.echo("schema files out of date (run `premium-support schemas export`):", err=True)
