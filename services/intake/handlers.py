@@ -11,8 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import pydantic_core
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.events import CloudEvent
 from schemas.inbound import ChatRequest, EmailForm, HelpdeskUpdate, PhoneRequest
@@ -29,7 +28,7 @@ from services.intake.normalize import (
 from services.runtime.errors import PermanentError
 from services.runtime.messages import Inbound, Outgoing
 
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 JSON_TYPES = {"application/json", "text/json"}
 MIME_TYPES = {"message/rfc822"}
 _HELPDESK = TypeAdapter[Any](HelpdeskUpdate)
@@ -40,7 +39,7 @@ def _content_type(inbound: Inbound) -> str:
     return (inbound.content_type or "application/json").split(";")[0].strip().lower()
 
 
-def _json(inbound: Inbound) -> Any:
+def _require_json(inbound: Inbound) -> None:
     ctype = _content_type(inbound)
     if ctype not in JSON_TYPES:
         raise PermanentError(
@@ -48,27 +47,29 @@ def _json(inbound: Inbound) -> Any:
             "send application/json",
             reason="unsupported_content_type",
         )
-    try:
-        # Strict UTF-8, bounded nesting, no lone surrogates: what json.loads lets through
-        # (UTF-16, RecursionError, 5000-digit ints) would fail later as a non-permanent error.
-        return pydantic_core.from_json(inbound.body)
-    except ValueError as exc:
-        raise PermanentError(f"body is not valid UTF-8 JSON: {exc}", reason="invalid_json") from exc
 
 
 def _validation_error(exc: ValidationError, what: str) -> PermanentError:
+    errors = exc.errors()
+    if any(err["type"] == "json_invalid" for err in errors):
+        # Strict UTF-8, bounded nesting, no lone surrogates: what json.loads would let
+        # through (UTF-16, RecursionError, 5000-digit ints) fails here, permanently.
+        return PermanentError(
+            f"body is not valid UTF-8 JSON: {errors[0]['msg']}", reason="invalid_json"
+        )
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
-        for err in exc.errors()[:5]
+        f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}" for err in errors[:5]
     )
     return PermanentError(f"{what}: {problems}", reason="schema_violation")
 
 
-def _validate(model: type[M], data: Any) -> M:
+def _parse(inbound: Inbound, validate_json: Callable[[bytes], T], what: str) -> T:
+    """JSON bytes straight into the model (one pass in pydantic-core, no dict between)."""
+    _require_json(inbound)
     try:
-        return model.model_validate(data)
+        return validate_json(inbound.body)
     except ValidationError as exc:
-        raise _validation_error(exc, model.__name__) from exc
+        raise _validation_error(exc, what) from exc
 
 
 def correlation_id(inbound: Inbound) -> str:
@@ -111,21 +112,22 @@ class IntakeHandlers:
         return Context(self._directory, correlation_id(inbound), self._clock())
 
     def chat(self, inbound: Inbound) -> list[CloudEvent]:
-        return normalize_chat(_validate(ChatRequest, _json(inbound)), self._ctx(inbound))
+        return normalize_chat(
+            _parse(inbound, ChatRequest.model_validate_json, "ChatRequest"), self._ctx(inbound)
+        )
 
     def phone(self, inbound: Inbound) -> list[CloudEvent]:
-        payload = _validate(PhoneRequest, _json(inbound))
+        payload = _parse(inbound, PhoneRequest.model_validate_json, "PhoneRequest")
         return normalize_phone(payload, self._ctx(inbound), self._region)
 
     def email(self, inbound: Inbound) -> list[CloudEvent]:
         ctx = self._ctx(inbound)
         if _content_type(inbound) in MIME_TYPES:
             return normalize_raw_email(parse_mime(inbound.body), ctx.now, ctx)
-        return normalize_email_form(_validate(EmailForm, _json(inbound)), ctx)
+        return normalize_email_form(
+            _parse(inbound, EmailForm.model_validate_json, "EmailForm"), ctx
+        )
 
     def helpdesk(self, inbound: Inbound) -> list[CloudEvent]:
-        try:
-            update = _HELPDESK.validate_python(_json(inbound))
-        except ValidationError as exc:
-            raise _validation_error(exc, "helpdesk update") from exc
+        update = _parse(inbound, _HELPDESK.validate_json, "helpdesk update")
         return normalize_helpdesk(update, correlation_id(inbound), self._clock())

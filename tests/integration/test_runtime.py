@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pika
 import pytest
 
 from services.intake.main import IntakeSettings
-from services.runtime.app import ServiceRunner, ServiceSpec
+from services.runtime.app import ServiceRunner, ServiceSpec, declare_topology
 from services.runtime.errors import TransientError
 from services.runtime.messages import Inbound, Outgoing
 from services.runtime.metrics import RuntimeMetrics
-from services.upstream import UpstreamPublisher
+from services.upstream import UpstreamPublisher, pika_parameters
 from tests.integration.conftest import RunningService, wait_for
 from tests.support.capture import Capture, queue_depth
 
@@ -80,3 +81,25 @@ def test_retries_do_not_block_other_messages_and_are_bounded(
     assert letter.headers["x-attempts"] == settings.max_attempts
     assert letter.headers["x-first-failure-at"] <= letter.headers["x-last-failure-at"]
     wait_for(lambda: queue_depth(amqp_url, f"{prefix}intake.inbound") == 0)
+
+
+def test_the_broker_dead_letters_a_crash_loop_after_the_delivery_limit(
+    amqp_url: str, prefix: str
+) -> None:
+    """A message that kills its consumer every time is requeued by the broker; the
+    quorum queue's delivery-limit dead-letters it instead of looping forever."""
+    settings = IntakeSettings(AMQP_URL=amqp_url, AMQP_PREFIX=prefix, DELIVERY_LIMIT=2)
+    declare_topology(settings)
+    with UpstreamPublisher(amqp_url, prefix) as upstream:
+        upstream.publish("chat", b"poison")
+    conn = pika.BlockingConnection(pika_parameters(amqp_url))
+    try:
+        ch = conn.channel()
+        for _ in range(3):  # each time the consumer "crashes" before acking
+            method, _, _ = ch.basic_get(f"{prefix}intake.inbound")
+            assert method is not None
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        wait_for(lambda: queue_depth(amqp_url, f"{prefix}intake.inbound.dead") == 1)
+        assert queue_depth(amqp_url, f"{prefix}intake.inbound") == 0
+    finally:
+        conn.close()
