@@ -1,0 +1,227 @@
+"""Durable SLA clocks: SQLite (WAL) by default, PostgreSQL to share between replicas.
+
+One interface over SQLAlchemy Core. A state change and the events it causes are
+written in one transaction (the outbox); the relay publishes the outbox with confirms
+and marks rows sent. Due clocks are fetched from an index on `next_fire_at`, never
+all held in memory. On PostgreSQL, rows are claimed with FOR UPDATE SKIP LOCKED so
+several replicas never fire the same clock twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+SCHEMA_VERSION = 1
+metadata = sa.MetaData()
+
+clocks = sa.Table(
+    "sla_clocks",
+    metadata,
+    sa.Column("ticket_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(24), nullable=False),
+    sa.Column("next_fire_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_sla_clocks_next_fire_at", "next_fire_at"),
+)
+processed = sa.Table(
+    "sla_processed_events",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+early = sa.Table(  # updates that arrived before their ticket.opened
+    "sla_early_updates",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+outbox = sa.Table(
+    "sla_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("routing_key", sa.String(128), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_sla_outbox_unsent", "sent_at", "id"),
+)
+schema_info = sa.Table("sla_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    routing_key: str
+    body: str
+
+
+def engine_for(url: str | None) -> Engine:
+    """`postgresql://...` as given; anything else is a SQLite file path (default
+    ./sla_timer.db), opened in WAL mode."""
+    if url and url.startswith(("postgresql://", "postgresql+psycopg://")):
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5)
+    path = Path(url or "sla_timer.db").expanduser()
+    engine = sa.create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_conn: Any, _: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # NOTE: SQLite hands back naive datetimes; everything stored is UTC.
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ClockStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run at every start."""
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            version = conn.execute(sa.select(schema_info.c.version)).scalar()
+            if version is None:
+                conn.execute(schema_info.insert().values(version=SCHEMA_VERSION))
+            elif version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"store schema v{version} is newer than this sla_timer (v{SCHEMA_VERSION})"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- inside a transaction -------------------------------------------------------------
+    def seen(self, conn: Connection, event_id: str) -> bool:
+        return (
+            conn.execute(
+                sa.select(processed.c.event_id).where(processed.c.event_id == event_id)
+            ).first()
+            is not None
+        )
+
+    def mark_seen(self, conn: Connection, event_id: str, now: datetime) -> None:
+        conn.execute(processed.insert().values(event_id=event_id, at=now))
+
+    def load(self, conn: Connection, ticket_id: str, lock: bool = False) -> dict[str, Any] | None:
+        query = sa.select(clocks.c.data).where(clocks.c.ticket_id == ticket_id)
+        if lock and self.is_postgres:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return json.loads(row.data) if row else None
+
+    def save(
+        self,
+        conn: Connection,
+        ticket_id: str,
+        data: dict[str, Any],
+        *,
+        state: str,
+        next_fire_at: datetime | None,
+        policy_version: str,
+        now: datetime,
+    ) -> None:
+        values = {
+            "state": state,
+            "next_fire_at": next_fire_at,
+            "policy_version": policy_version,
+            "data": json.dumps(data),
+            "updated_at": now,
+        }
+        updated = conn.execute(
+            clocks.update().where(clocks.c.ticket_id == ticket_id).values(**values)
+        )
+        if updated.rowcount == 0:
+            conn.execute(clocks.insert().values(ticket_id=ticket_id, **values))
+
+    def add_outbox(
+        self, conn: Connection, event_id: str, routing_key: str, body: str, now: datetime
+    ) -> None:
+        exists = conn.execute(sa.select(outbox.c.id).where(outbox.c.event_id == event_id)).first()
+        if exists is None:  # the same event id is never queued twice
+            conn.execute(
+                outbox.insert().values(
+                    event_id=event_id, routing_key=routing_key, body=body, created_at=now
+                )
+            )
+
+    def park_early(self, conn: Connection, event_id: str, ticket_id: str, body: str) -> None:
+        conn.execute(early.insert().values(event_id=event_id, ticket_id=ticket_id, body=body))
+
+    def take_early(self, conn: Connection, ticket_id: str) -> list[str]:
+        rows = conn.execute(
+            sa.select(early.c.event_id, early.c.body).where(early.c.ticket_id == ticket_id)
+        ).all()
+        conn.execute(early.delete().where(early.c.ticket_id == ticket_id))
+        return [row.body for row in rows]
+
+    def claim_due(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Clocks due by `now`, earliest first; locked against other replicas."""
+        query = (
+            sa.select(clocks.c.data)
+            .where(clocks.c.next_fire_at <= now)
+            .order_by(clocks.c.next_fire_at)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return [json.loads(row.data) for row in conn.execute(query)]
+
+    def claim_outbox(self, conn: Connection, limit: int) -> list[OutboxRow]:
+        query = (
+            sa.select(outbox.c.id, outbox.c.event_id, outbox.c.routing_key, outbox.c.body)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in conn.execute(query)]
+
+    def mark_sent(self, conn: Connection, ids: list[int], now: datetime) -> None:
+        if ids:
+            conn.execute(outbox.update().where(outbox.c.id.in_(ids)).values(sent_at=now))
+
+    # -- reads ------------------------------------------------------------------------------
+    def next_due(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            return _utc(conn.execute(sa.select(sa.func.min(clocks.c.next_fire_at))).scalar())
+
+    def get(self, ticket_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            return self.load(conn, ticket_id)
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(clocks.c.state, sa.func.count()).group_by(clocks.c.state)
+            ).all()
+        return {row[0]: int(row[1]) for row in rows}
