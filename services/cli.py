@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,22 +16,38 @@ schemas_app = typer.Typer(help="The JSON Schema and AsyncAPI contract files.")
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 
-SERVICES = ("intake",)
+SERVICES = ("intake", "sla-timer")
+
+
+def _specs(service: str) -> tuple[list[Any], RuntimeSettings]:
+    from services.intake.main import IntakeSettings
+    from services.intake.main import bootstrap as intake
+    from services.sla_timer.main import SlaSettings
+    from services.sla_timer.main import bootstrap as sla_timer
+
+    wanted = SERVICES if service == "all" else (service,)
+    specs: list[Any] = []
+    if "intake" in wanted:
+        specs.append(intake(IntakeSettings()))
+    if "sla-timer" in wanted:
+        specs.append(sla_timer(SlaSettings()))
+    return specs, RuntimeSettings()
 
 
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help="intake | all")],
+    service: Annotated[str, typer.Argument(help="intake | sla-timer | all")],
 ) -> None:
     """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT."""
-    from services.intake.main import IntakeSettings, bootstrap
     from services.runtime.app import run_services
 
     if service not in (*SERVICES, "all"):
-        raise typer.BadParameter(f"unknown service {service!r}; choose from intake, all")
-    settings = IntakeSettings()
+        raise typer.BadParameter(
+            f"unknown service {service!r}; choose from {', '.join(SERVICES)}, all"
+        )
+    settings = RuntimeSettings()
     configure_logging(settings.log_format, settings.log_level)
-    specs = [bootstrap(settings)]
+    specs, settings = _specs(service)
     run_services(specs, settings)
 
 

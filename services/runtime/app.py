@@ -32,6 +32,9 @@ class ServiceSpec:
     name: str
     handlers: Mapping[str, Handler]
     dedup_inputs: bool = False
+    # Background work beside the consume loop (e.g. a scheduler); each runs in its own
+    # thread until the stop event is set.
+    workers: tuple[Callable[[threading.Event], None], ...] = ()
 
 
 def connection_factory(
@@ -105,6 +108,17 @@ class ServiceRunner:
         return factory()
 
     def run(self) -> None:
+        workers = [
+            threading.Thread(target=work, args=(self.stop,), name=f"{self.spec.name}-worker")
+            for work in self.spec.workers
+        ]
+        for worker in workers:
+            worker.start()
+        self._consume_until_stopped()
+        for worker in workers:
+            worker.join(timeout=30)
+
+    def _consume_until_stopped(self) -> None:
         failures = 0
         while not self.stop.is_set():
             try:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -98,8 +98,9 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class ClockStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock: IO[str] | None = None) -> None:
         self.engine = engine
+        self.lock = lock  # SQLite: the single-replica lock, held while the store lives
         self.is_postgres = engine.dialect.name == "postgresql"
 
     def migrate(self) -> None:

@@ -1,0 +1,176 @@
+"""One ticket's SLA clock and what happens to it: pure functions, `now` passed in.
+
+A clock is created by ticket.opened (if a policy rule matches), fires a warning and
+then a breach at their instants, and stops on the first agent response (met, or
+responded late after a breach), on exemption (no breach) or on resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from schemas.events import EventData, SlaBreached, SlaMet, SlaScheduled, SlaWarning
+from schemas.inbound import Severity
+from schemas.ticket import CallKind, Channel, SubmitterRole, Ticket
+from services.sla_timer.policy import Deadlines, Policy, compute_deadlines
+
+ClockState = Literal["running", "breached", "met", "responded_late", "exempted", "resolved"]
+STOPPED = ("met", "responded_late", "exempted", "resolved")
+
+
+class Clock(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ticket_id: str
+    correlation_id: str
+    channel: Channel
+    role: SubmitterRole
+    severity: Severity
+    call_kind: CallKind | None
+    premium: bool
+    rule: str
+    guaranteed: bool
+    calendar: str
+    policy_version: str
+    started_at: AwareDatetime
+    due_at: AwareDatetime
+    warn_at: AwareDatetime | None
+    state: ClockState = "running"
+    warned: bool = False
+    breached_at: AwareDatetime | None = None
+    stopped_at: AwareDatetime | None = None
+
+    def next_fire(self) -> datetime | None:
+        """The next instant something must fire, or None."""
+        if self.state != "running":
+            return None
+        if self.warn_at is not None and not self.warned and self.warn_at < self.due_at:
+            return self.warn_at
+        return self.due_at
+
+    def _base(self) -> dict[str, object]:
+        return {
+            "ticket_id": self.ticket_id,
+            "severity": self.severity,
+            "guaranteed": self.guaranteed,
+            "policy_rule": self.rule,
+            "policy_version": self.policy_version,
+            "started_at": self.started_at,
+            "due_at": self.due_at,
+        }
+
+
+Outcome = tuple[Clock, list[tuple[EventData, str]]]  # new clock, (event, id cause) pairs
+
+
+def _from_deadlines(
+    ticket_id: str, correlation_id: str, facts: Mapping[str, object], d: Deadlines
+) -> Clock:
+    return Clock.model_validate(
+        {
+            "ticket_id": ticket_id,
+            "correlation_id": correlation_id,
+            **facts,
+            "rule": d.rule,
+            "guaranteed": d.guaranteed,
+            "calendar": d.calendar,
+            "policy_version": d.policy_version,
+            "started_at": d.started_at,
+            "due_at": d.due_at.astimezone(UTC),
+            "warn_at": d.warn_at.astimezone(UTC) if d.warn_at else None,
+        }
+    )
+
+
+def _scheduled(clock: Clock) -> tuple[EventData, str]:
+    data = SlaScheduled(**clock._base(), warn_at=clock.warn_at, calendar=clock.calendar)
+    return data, f"scheduled:{clock.policy_version}:{clock.severity}:{clock.due_at.isoformat()}"
+
+
+def open_clock(ticket: Ticket, policy: Policy, correlation_id: str) -> Outcome | None:
+    """A new clock for a ticket, or None when no rule gives it one."""
+    facts: dict[str, object] = {
+        "channel": ticket.channel,
+        "role": ticket.submitter.role,
+        "severity": ticket.severity,
+        "call_kind": ticket.call_kind,
+        "premium": ticket.premium,
+    }
+    deadlines = compute_deadlines(policy, started_at=ticket.created_at, **facts)  # type: ignore[arg-type]
+    if deadlines is None:
+        return None
+    clock = _from_deadlines(ticket.ticket_id, correlation_id, facts, deadlines)
+    return clock, [_scheduled(clock)]
+
+
+def fire_due(clock: Clock, now: datetime) -> Outcome:
+    """Everything due by `now`: the warning before the breach when both are."""
+    events: list[tuple[EventData, str]] = []
+    if clock.state != "running":
+        return clock, events
+    if clock.warn_at is not None and not clock.warned and clock.warn_at <= now:
+        if clock.warn_at < clock.due_at:
+            warning = SlaWarning(
+                **clock._base(),
+                warn_at=clock.warn_at,
+                fired_at=now,
+                lateness_ms=_late_ms(clock.warn_at, now),
+            )
+            events.append((warning, f"warning:{clock.warn_at.isoformat()}"))
+        clock = clock.model_copy(update={"warned": True})
+    if clock.due_at <= now:
+        breach = SlaBreached(
+            **clock._base(),
+            fired_at=now,
+            lateness_ms=_late_ms(clock.due_at, now),
+        )
+        events.append((breach, f"breach:{clock.due_at.isoformat()}"))
+        clock = clock.model_copy(update={"state": "breached", "breached_at": now})
+    return clock, events
+
+
+def respond(clock: Clock, at: datetime) -> Outcome:
+    """The first agent response stops the clock: met, or responded late after a breach."""
+    if clock.state not in ("running", "breached"):
+        return clock, []
+    late = clock.state == "breached" or at > clock.due_at
+    outcome: Literal["met", "responded_late"] = "responded_late" if late else "met"
+    met = SlaMet(**clock._base(), responded_at=at, outcome=outcome)
+    stopped = clock.model_copy(update={"state": outcome, "stopped_at": at})
+    return stopped, [(met, "met")]
+
+
+def reclassify(clock: Clock, severity: Severity, policy: Policy) -> Outcome:
+    """Recompute from the original start under the clock's pinned rule set."""
+    if clock.state in STOPPED or severity == clock.severity:
+        return clock, []
+    facts = {
+        "channel": clock.channel,
+        "role": clock.role,
+        "severity": severity,
+        "call_kind": clock.call_kind,
+        "premium": clock.premium,
+    }
+    deadlines = compute_deadlines(policy, started_at=clock.started_at, **facts)  # type: ignore[arg-type]
+    if deadlines is None:  # the new severity has no clock: stop without a breach
+        return clock.model_copy(update={"state": "exempted", "severity": severity}), []
+    moved = _from_deadlines(clock.ticket_id, clock.correlation_id, facts, deadlines)
+    # A warning or breach already sent is a fact: never sent twice for one clock.
+    moved = moved.model_copy(
+        update={"warned": clock.warned, "state": clock.state, "breached_at": clock.breached_at}
+    )
+    return moved, [_scheduled(moved)]
+
+
+def stop(clock: Clock, state: Literal["exempted", "resolved"], at: datetime) -> Outcome:
+    if clock.state in STOPPED:
+        return clock, []
+    return clock.model_copy(update={"state": state, "stopped_at": at}), []
+
+
+def _late_ms(due: datetime, now: datetime) -> int:
+    return max(0, int((now - due).total_seconds() * 1000))

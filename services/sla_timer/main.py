@@ -1,0 +1,56 @@
+"""sla_timer's one wiring place: settings -> policy, store -> handlers and scheduler."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from pathlib import Path
+from typing import IO
+
+import structlog
+from pydantic import Field
+
+from services.runtime.app import ServiceSpec
+from services.runtime.config import RuntimeSettings
+from services.sla_timer.policy import load_policy
+from services.sla_timer.scheduler import Scheduler
+from services.sla_timer.service import SlaTimer
+from services.sla_timer.store import ClockStore, engine_for
+
+log = structlog.get_logger("sla_timer")
+
+
+class SlaSettings(RuntimeSettings):
+    sla_store_url: str | None = Field(None, alias="SLA_STORE_URL")
+    policy_file: Path | None = Field(None, alias="POLICY_FILE")
+    sla_tick_s: float = Field(0.2, alias="SLA_TICK_S", gt=0)
+
+
+def single_replica_lock(path: str) -> IO[str]:
+    """SQLite serves one sla_timer: a second one says so and waits for the first."""
+    handle = open(f"{path}.lock", "w")  # noqa: SIM115 - held for the process lifetime
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            log.warning("sla_timer.waiting_for_lock", store=path, reason="another replica")
+            time.sleep(2)
+
+
+def bootstrap(settings: SlaSettings) -> ServiceSpec:
+    policy = load_policy(settings.policy_file)
+    engine = engine_for(settings.sla_store_url)
+    lock = None
+    if engine.dialect.name == "sqlite":
+        lock = single_replica_lock(settings.sla_store_url or "sla_timer.db")
+    store = ClockStore(engine, lock)
+    store.migrate()
+    timer = SlaTimer(store, policy)
+    scheduler = Scheduler(timer, settings, settings.sla_tick_s)
+    return ServiceSpec(
+        name="sla_timer",
+        handlers={"ticket": timer.handle},
+        dedup_inputs=True,
+        workers=(scheduler.run,),
+    )
