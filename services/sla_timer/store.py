@@ -105,8 +105,10 @@ class ClockStore:
 
     def migrate(self) -> None:
         """Create or upgrade the schema; safe to run at every start."""
-        metadata.create_all(self.engine)
         with self.engine.begin() as conn:
+            if self.is_postgres:  # replicas starting together must not race on DDL
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(815001)"))
+            metadata.create_all(conn)
             version = conn.execute(sa.select(schema_info.c.version)).scalar()
             if version is None:
                 conn.execute(schema_info.insert().values(version=SCHEMA_VERSION))

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from services.intake.main import IntakeSettings, bootstrap
 from services.runtime.app import ServiceRunner, declare_topology
@@ -16,6 +20,7 @@ from tests.support.broker import delete_topology, new_prefix
 from tests.support.capture import Capture
 
 ACCOUNTS = ROOT / "examples" / "accounts.yaml"
+PG_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -87,3 +92,19 @@ def intake(settings: IntakeSettings, events: Capture) -> Iterator[RunningService
     service.start()
     yield service
     service.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An SLA store per test: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "clocks.db")
+        return
+    schema = f"t{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()

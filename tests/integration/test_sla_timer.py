@@ -4,13 +4,11 @@ into support.inbound go through the running intake; the sla.* events are read ba
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from schemas.events import CloudEvent
 from services.intake.ids import ticket_id
@@ -27,22 +25,6 @@ from tests.support.capture import Capture
 
 EMAIL = json.loads((ROOT / "examples/inbound/email.json").read_text())
 FAST = ROOT / "tests/fixtures/policy-fast.yaml"
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "clocks.db")
-        return
-    schema = f"t{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
 
 
 def start_pipeline(settings: IntakeSettings, store_url: str, policy: Path | None) -> list:
