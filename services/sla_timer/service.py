@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 from schemas.events import (
     CloudEvent,
     EventData,
+    SlaBreached,
+    SlaWarning,
     TicketExempted,
     TicketOpened,
     TicketReclassified,
@@ -28,6 +30,7 @@ from schemas.events import (
 from services.runtime.errors import PermanentError
 from services.runtime.messages import Inbound, Outgoing
 from services.sla_timer.clock import Clock, Outcome, fire_due, open_clock, reclassify, respond, stop
+from services.sla_timer.metrics import SlaMetrics
 from services.sla_timer.policy import Policy
 from services.sla_timer.store import ClockStore, OutboxRow
 
@@ -41,11 +44,16 @@ def now_utc() -> datetime:
 
 class SlaTimer:
     def __init__(
-        self, store: ClockStore, policy: Policy, clock: Callable[[], datetime] = now_utc
+        self,
+        store: ClockStore,
+        policy: Policy,
+        clock: Callable[[], datetime] = now_utc,
+        metrics: SlaMetrics | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.now = clock
+        self.metrics = metrics or SlaMetrics()
 
     # -- consume loop ---------------------------------------------------------------
     def handle(self, inbound: Inbound) -> list[Outgoing]:
@@ -125,10 +133,18 @@ class SlaTimer:
     def fire(self, limit: int = 500) -> int:
         """Fire every clock due by now (up to `limit`) into the outbox; returns how many."""
         now = self.now()
+        fired: list[EventData] = []
         with self.store.transaction() as conn:
             due = self.store.claim_due(conn, now, limit)
             for stored in due:
-                self._commit(conn, fire_due(Clock.model_validate(stored), now), now)
+                clock, events = fire_due(Clock.model_validate(stored), now)
+                self._commit(conn, (clock, events), now)
+                fired.extend(data for data, _ in events)
+        for data in fired:  # counted once committed
+            if isinstance(data, SlaWarning):
+                self.metrics.observe("warning", data.lateness_ms)
+            elif isinstance(data, SlaBreached):
+                self.metrics.observe("breach", data.lateness_ms)
         return len(due)
 
     def relay(self, publish: Callable[[list[OutboxRow]], None], limit: int = 500) -> int:

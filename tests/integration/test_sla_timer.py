@@ -184,3 +184,22 @@ def test_a_response_that_overtakes_its_ticket_is_applied_when_the_ticket_arrives
     got = sla_events(events, 2)
     assert [e.type for e in got] == ["support.sla.scheduled", "support.sla.met"]
     assert got[1].data["outcome"] == "met"
+
+
+def test_fired_events_are_counted_with_their_lateness(
+    settings: IntakeSettings, events: Capture, store_url: str, upstream: UpstreamPublisher
+) -> None:
+    services = start_pipeline(settings, store_url, FAST)
+    try:
+        upstream.publish("email", email(datetime.now(UTC) - timedelta(minutes=1)))  # late
+        upstream.publish("email", email(datetime.now(UTC), mid="<on-time@mail.acme.example>"))
+        sla_events(events, 6, settle=0.5)  # two of scheduled, warning, breached
+        registry = services[1].runner.spec.workers[0].__self__.timer.metrics.registry
+    finally:
+        for service in services:
+            service.stop()
+    sample = registry.get_sample_value
+    assert sample("sla_events_fired_total", {"kind": "breach"}) == 2
+    assert sample("sla_events_fired_total", {"kind": "warning"}) == 2
+    assert sample("sla_events_fired_late_total") == 2  # the backdated ticket's two
+    assert sample("sla_fire_lateness_seconds_bucket", {"le": "1.0"}) == 2  # on time: < 1 s
