@@ -13,8 +13,10 @@ from services.runtime.logging import configure_logging
 app = typer.Typer(help="Premium Support pipeline: intake, SLA clocks, escalation.")
 topology_app = typer.Typer(help="Exchanges, queues, bindings and dead-letter queues.")
 schemas_app = typer.Typer(help="The JSON Schema and AsyncAPI contract files.")
+sla_app = typer.Typer(help="SLA clocks in SLA_STORE_URL: explain a deadline, migrate policies.")
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(sla_app, name="sla")
 
 SERVICES = ("intake", "sla-timer")
 
@@ -113,6 +115,93 @@ def schemas_export(
             typer.echo(f"  {name}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{'checked' if check else 'wrote'} schema files in {root}")
+
+
+def _sla_context() -> tuple[Any, Any, str]:
+    """(store, policy, store description) from SLA_STORE_URL and POLICY_FILE.
+
+    No single-replica lock: these are reads and short transactions beside a running
+    sla_timer, which they never block for long.
+    """
+    from services.sla_timer.main import SlaSettings
+    from services.sla_timer.policy import PolicyError, load_policy
+    from services.sla_timer.store import ClockStore, engine_for
+
+    settings = SlaSettings()
+    try:
+        policy = load_policy(settings.policy_file)
+    except PolicyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    store = ClockStore(engine_for(settings.sla_store_url))
+    store.migrate()
+    return store, policy, settings.sla_store_url or "sla_timer.db"
+
+
+@sla_app.command("explain")
+def sla_explain(
+    ticket: Annotated[str, typer.Argument(help="The ticket id, e.g. T-email-0123456789abcdef")],
+) -> None:
+    """Why TICKET's deadline is where it is: rule, policy version, calendar, segments."""
+    from rich.console import Console
+
+    from services.sla_timer.clock import Clock
+    from services.sla_timer.operator import explain_clock, render_explanation
+
+    store, policy, where = _sla_context()
+    stored = store.get(ticket)
+    if stored is None:
+        typer.echo(
+            f"error: no SLA clock for ticket {ticket} in {where} (not premium, no rule gives "
+            "it a clock, or the sla_timer has not seen its ticket.opened yet)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    Console().print(render_explanation(explain_clock(Clock.model_validate(stored), policy)))
+
+
+@sla_app.command("recompute")
+def sla_recompute(
+    ticket: Annotated[str | None, typer.Option("--ticket", help="Only this ticket's clock")] = None,
+) -> None:
+    """Migrate running clocks to the current POLICY_FILE: deadlines from the original start."""
+    from datetime import UTC, datetime
+
+    from services.sla_timer.operator import recompute
+
+    store, policy, where = _sla_context()
+    if ticket is not None and store.get(ticket) is None:
+        typer.echo(f"error: no SLA clock for ticket {ticket} in {where}", err=True)
+        raise typer.Exit(1)
+    now = datetime.now(UTC)
+    migrated = recompute(store, policy, ticket_id=ticket, now=now)
+
+    def when(value: datetime) -> str:
+        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+    moved = [m for m in migrated if m.new_due != m.old_due]
+    for m in moved:
+        if m.new_due is None:
+            typer.echo(f"{m.ticket_id}: {when(m.old_due)} -> no clock (stopped, no breach)")
+            continue
+        past = "  (already past: breaches at the next tick)" if m.new_due <= now else ""
+        typer.echo(f"{m.ticket_id}: {when(m.old_due)} -> {when(m.new_due)}{past}")
+    unchanged = len(migrated) - len(moved)
+    typer.echo(
+        f"{len(moved)} deadline(s) moved, {unchanged} clock(s) re-pinned with the same "
+        f"deadline, to policy {policy.version} in {where}."
+    )
+    if not migrated and ticket is not None:
+        state = store.get(ticket) or {}
+        typer.echo(
+            f"{ticket} left as it is: state {state.get('state')}, policy "
+            f"{state.get('policy_version')} (only running clocks on another version move)."
+        )
+    if moved:
+        typer.echo(
+            "The SlaScheduled events are in the outbox; the sla_timer's scheduler publishes "
+            "them when it runs."
+        )
 
 
 if __name__ == "__main__":

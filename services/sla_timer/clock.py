@@ -86,9 +86,14 @@ def _from_deadlines(
     )
 
 
-def _scheduled(clock: Clock) -> tuple[EventData, str]:
+def _scheduled(clock: Clock, why: str) -> tuple[EventData, str]:
+    """`why` makes the id: the opening, or which reclassification moved the deadline (a
+    ticket reclassified back and forth gets a new event each time)."""
     data = SlaScheduled(**clock._base(), warn_at=clock.warn_at, calendar=clock.calendar)
-    return data, f"scheduled:{clock.policy_version}:{clock.severity}:{clock.due_at.isoformat()}"
+    return (
+        data,
+        f"scheduled:{why}:{clock.policy_version}:{clock.severity}:{clock.due_at.isoformat()}",
+    )
 
 
 def open_clock(ticket: Ticket, policy: Policy, correlation_id: str) -> Outcome | None:
@@ -104,7 +109,7 @@ def open_clock(ticket: Ticket, policy: Policy, correlation_id: str) -> Outcome |
     if deadlines is None:
         return None
     clock = _from_deadlines(ticket.ticket_id, correlation_id, facts, deadlines)
-    return clock, [_scheduled(clock)]
+    return clock, [_scheduled(clock, "opened")]
 
 
 def fire_due(clock: Clock, now: datetime) -> Outcome:
@@ -134,7 +139,11 @@ def fire_due(clock: Clock, now: datetime) -> Outcome:
 
 
 def respond(clock: Clock, at: datetime) -> Outcome:
-    """The first agent response stops the clock: met, or responded late after a breach."""
+    """The first agent response stops the clock: met, or responded late after a breach.
+
+    A response after the due instant that reaches us before the scheduler fired (at
+    most SLA_TICK_S) ends as responded_late without a breach event: nobody should be
+    paged for a ticket that has been answered."""
     if clock.state not in ("running", "breached"):
         return clock, []
     late = clock.state == "breached" or at > clock.due_at
@@ -144,8 +153,9 @@ def respond(clock: Clock, at: datetime) -> Outcome:
     return stopped, [(met, "met")]
 
 
-def reclassify(clock: Clock, severity: Severity, policy: Policy) -> Outcome:
-    """Recompute from the original start under the clock's pinned rule set."""
+def reclassify(clock: Clock, severity: Severity, policy: Policy, at: datetime) -> Outcome:
+    """Recompute from the original start under `policy` (the service passes the current
+    one: a reclassification also moves the clock to the current policy version)."""
     if clock.state in STOPPED or severity == clock.severity:
         return clock, []
     facts = {
@@ -157,13 +167,14 @@ def reclassify(clock: Clock, severity: Severity, policy: Policy) -> Outcome:
     }
     deadlines = compute_deadlines(policy, started_at=clock.started_at, **facts)  # type: ignore[arg-type]
     if deadlines is None:  # the new severity has no clock: stop without a breach
-        return clock.model_copy(update={"state": "exempted", "severity": severity}), []
+        stopped = {"state": "exempted", "severity": severity, "stopped_at": at}
+        return clock.model_copy(update=stopped), []
     moved = _from_deadlines(clock.ticket_id, clock.correlation_id, facts, deadlines)
     # A warning or breach already sent is a fact: never sent twice for one clock.
     moved = moved.model_copy(
         update={"warned": clock.warned, "state": clock.state, "breached_at": clock.breached_at}
     )
-    return moved, [_scheduled(moved)]
+    return moved, [_scheduled(moved, f"reclassified:{at.astimezone(UTC).isoformat()}")]
 
 
 def stop(clock: Clock, state: Literal["exempted", "resolved"], at: datetime) -> Outcome:

@@ -99,7 +99,7 @@ class SlaTimer:
             case TicketResponded():
                 return respond(clock, data.at)
             case TicketReclassified():
-                return reclassify(clock, data.severity, self.policy)
+                return reclassify(clock, data.severity, self.policy, data.at)
             case TicketExempted():
                 return stop(clock, "exempted", data.at)
             case TicketResolved():

@@ -86,6 +86,14 @@ def engine_for(url: str | None) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        # NOTE: pysqlite starts a transaction only at the first write, so a read-then-
+        # write (scheduler vs consume loop on one clock) could act on a stale copy.
+        # Take the write lock when the transaction begins instead.
+        dbapi_conn.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

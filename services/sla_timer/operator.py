@@ -1,0 +1,416 @@
+"""What an operator runs against the clock store: `sla explain` and `sla recompute`.
+
+`explain_clock` is pure: why a clock's deadline is where it is (rule, pinned policy
+version, calendar, start/warn/due in UTC and local time, and the span from start to due
+cut into counted and skipped segments). `render_explanation` turns it into a rich Table.
+
+`recompute` migrates clocks to a new policy. What it touches, and why:
+
+- Only **running** clocks whose pinned `policy_version` differs from the policy's (or
+  the one ticket asked for). Stopped clocks are history. **Breached** clocks are left on
+  the policy they breached under: the breach was reported against the terms in force,
+  is never taken back or sent again, and the clock can no longer fire; moving its
+  `due_at` would only make the record disagree with the breach event already sent.
+- Deadlines are recomputed from the clock's ORIGINAL start with its facts (channel,
+  role, current severity, call kind, premium), exactly like a reclassification.
+- A warning already sent stays sent (`warned` is kept), so it is never re-sent; a
+  warning or due that the new policy puts in the past fires at the sla_timer's next
+  tick, with its lateness.
+- When the new policy gives these facts no clock, the clock stops without a breach
+  (state `exempted`), as `clock.reclassify` does.
+- The clock is saved (new version, deadlines, `next_fire_at`) and, when the deadlines,
+  rule or kind changed, an `SlaScheduled` event is written to the outbox in the SAME
+  transaction; the sla_timer's scheduler relays the outbox to the broker.
+- Clocks are read page by page (keyset on `ticket_id`, LIMIT), never all at once. Each
+  clock is re-read under a write lock inside the transaction (PostgreSQL: FOR UPDATE;
+  SQLite: a no-op UPDATE first takes the database write lock) so a running sla_timer
+  firing the same clock meanwhile is never overwritten.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.engine import Connection
+
+from schemas.events import EventData, SlaScheduled
+from services.sla_timer.calendar import WEEKDAYS, BusinessCalendar
+from services.sla_timer.clock import Clock, ClockState, Outcome
+from services.sla_timer.explain import Segment, explain_span
+from services.sla_timer.policy import Policy, compute_deadlines
+from services.sla_timer.service import SlaTimer
+from services.sla_timer.store import ClockStore, clocks
+
+__all__ = [
+    "CalendarInfo",
+    "Explanation",
+    "Moved",
+    "explain_clock",
+    "migrate_clock",
+    "recompute",
+    "render_explanation",
+]
+
+PAGE_SIZE = 200
+
+
+# -- explain ---------------------------------------------------------------------------
+
+
+class CalendarInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    timezone: str
+    always_open: bool
+    hours: dict[str, list[str]]  # weekday -> ["09:00-17:30", ...]; empty when 24/7
+    holidays: str | None  # "NL", "US-CA"
+    closed_dates: list[date]
+
+    @classmethod
+    def of(cls, cal: BusinessCalendar) -> CalendarInfo:
+        hours = {
+            day: [f"{iv.start}-{iv.end}" for iv in cal.hours[day]]
+            for day in WEEKDAYS
+            if cal.hours.get(day)
+        }
+        holidays = None
+        if cal.holidays is not None:
+            holidays = cal.holidays.country + (
+                f"-{cal.holidays.subdiv}" if cal.holidays.subdiv else ""
+            )
+        return cls(
+            name=cal.name,
+            timezone=cal.timezone,
+            always_open=cal.always_open,
+            hours=hours,
+            holidays=holidays,
+            closed_dates=list(cal.closed_dates),
+        )
+
+    def hours_text(self) -> str:
+        if self.always_open:
+            return "24/7"
+        return ", ".join(f"{day} {' '.join(ivs)}" for day, ivs in self.hours.items())
+
+
+class Explanation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ticket_id: str
+    state: ClockState
+    channel: str
+    role: str
+    severity: str
+    call_kind: str | None
+    premium: bool
+    rule: str
+    policy_version: str  # pinned in the clock
+    current_policy_version: str  # of the policy the calendar and budget were read from
+    budget: str | None  # the rule's budget in the current policy, if it has the rule
+    warn: str | None
+    guaranteed: bool
+    calendar_name: str
+    calendar: CalendarInfo | None  # None: the current policy has no such calendar
+    started_at: AwareDatetime
+    warn_at: AwareDatetime | None
+    due_at: AwareDatetime
+    started_local: AwareDatetime | None
+    warn_local: AwareDatetime | None
+    due_local: AwareDatetime | None
+    warned: bool
+    breached_at: AwareDatetime | None
+    stopped_at: AwareDatetime | None
+    segments: list[Segment]
+    counted: timedelta  # business time from start to due: the counted segments
+    notes: list[str]
+
+
+def explain_clock(clock: Clock, policy: Policy) -> Explanation:
+    """Why `clock`'s deadlines are where they are, read against `policy`'s calendar."""
+    notes: list[str] = []
+    if clock.policy_version != policy.version:
+        notes.append(
+            f"the clock is pinned to policy {clock.policy_version}; the calendar and budget "
+            f"shown are from the current policy {policy.version} "
+            "(`premium-support sla recompute` migrates running clocks)"
+        )
+    cal = policy.calendars.get(clock.calendar)
+    rule = next((r for r in policy.rules if r.name == clock.rule), None)
+    if rule is None:
+        notes.append(f"the current policy has no rule {clock.rule!r}")
+    segments: list[Segment] = []
+    if cal is None:
+        notes.append(f"the current policy has no calendar {clock.calendar!r}")
+    else:
+        segments = explain_span(cal, clock.started_at, clock.due_at)
+
+    def local(value: datetime | None) -> datetime | None:
+        return value.astimezone(cal.zone) if value is not None and cal is not None else None
+
+    warn = None
+    if rule is not None and rule.warn is not None:
+        if rule.warn.fraction is not None:
+            warn = f"after {rule.warn.fraction:g} of the budget"
+        elif rule.warn.before is not None:
+            warn = f"{_duration_text(rule.warn.before)} before due"
+    return Explanation(
+        ticket_id=clock.ticket_id,
+        state=clock.state,
+        channel=clock.channel,
+        role=clock.role,
+        severity=clock.severity,
+        call_kind=clock.call_kind,
+        premium=clock.premium,
+        rule=clock.rule,
+        policy_version=clock.policy_version,
+        current_policy_version=policy.version,
+        budget=str(rule.budget) if rule is not None and rule.budget is not None else None,
+        warn=warn,
+        guaranteed=clock.guaranteed,
+        calendar_name=clock.calendar,
+        calendar=CalendarInfo.of(cal) if cal is not None else None,
+        started_at=clock.started_at.astimezone(UTC),
+        warn_at=clock.warn_at.astimezone(UTC) if clock.warn_at else None,
+        due_at=clock.due_at.astimezone(UTC),
+        started_local=local(clock.started_at),
+        warn_local=local(clock.warn_at),
+        due_local=local(clock.due_at),
+        warned=clock.warned,
+        breached_at=clock.breached_at,
+        stopped_at=clock.stopped_at,
+        segments=segments,
+        counted=sum((s.duration for s in segments if s.kind == "counted"), timedelta(0)),
+        notes=notes,
+    )
+
+
+def _duration_text(value: timedelta) -> str:
+    """`2d 15h30m`, `7h`, `45s`; whole seconds."""
+    total = int(value.total_seconds())
+    days, rest = divmod(total, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    clock = "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n)
+    if days:
+        return f"{days}d {clock}".rstrip()
+    return clock or "0s"
+
+
+def _when(utc: datetime | None, zone: str | None) -> str:
+    """`2026-11-27 15:00:00 UTC  (Fri 2026-11-27 16:00:00 CET)`; local part unless UTC."""
+    if utc is None:
+        return "-"
+    text = f"{utc.astimezone(UTC):%a %Y-%m-%d %H:%M:%S} UTC"
+    if zone is not None and zone != "UTC":
+        text += f"  ({utc.astimezone(ZoneInfo(zone)):%a %Y-%m-%d %H:%M:%S %Z})"
+    return text
+
+
+_SEGMENT_STYLE = {
+    "counted": "green",
+    "night": "dim",
+    "weekend": "dim",
+    "holiday": "yellow",
+    "closed": "dim",
+}
+
+
+def _why(seg: Segment) -> str:
+    # a counted label is `Fri 2026-11-27 09:00-17:30`: the from/to columns give the day
+    if seg.kind == "counted" and seg.label != "24/7":
+        return f"open {seg.label.rsplit(' ', 1)[-1]}"
+    return seg.label
+
+
+def render_explanation(expl: Explanation) -> RenderableType:
+    """A rich Table: the clock's facts, the span from start to due in segments, notes."""
+    cal = expl.calendar
+    zone = cal.timezone if cal is not None else None
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column("field", style="bold", no_wrap=True)
+    facts.add_column("value")
+    kind = "guaranteed" if expl.guaranteed else "target"
+    facts.add_row("state", expl.state + (" (warning sent)" if expl.warned else ""))
+    facts.add_row(
+        "ticket",
+        f"{expl.channel}"
+        + (f" ({expl.call_kind})" if expl.call_kind else "")
+        + f", {expl.role}, {expl.severity}, premium={str(expl.premium).lower()}",
+    )
+    facts.add_row("rule", f"{expl.rule} ({kind})")
+    facts.add_row("policy", f"version {expl.policy_version} (pinned in the clock)")
+    if expl.budget is not None:
+        warn = f", warn {expl.warn}" if expl.warn else ""
+        facts.add_row("budget", f"{expl.budget}{warn}")
+    if cal is not None:
+        facts.add_row("calendar", f"{cal.name} ({cal.timezone}): {cal.hours_text()}")
+        if cal.holidays:
+            facts.add_row("holidays", f"public holidays of {cal.holidays}")
+        if cal.closed_dates:
+            facts.add_row("closed", ", ".join(d.isoformat() for d in cal.closed_dates))
+    else:
+        facts.add_row("calendar", f"{expl.calendar_name} (not in the current policy)")
+    facts.add_row("started", _when(expl.started_at, zone))
+    facts.add_row("warn at", _when(expl.warn_at, zone))
+    facts.add_row("due at", _when(expl.due_at, zone))
+    if expl.breached_at is not None:
+        facts.add_row("breached", _when(expl.breached_at, zone))
+    if expl.stopped_at is not None:
+        facts.add_row("stopped", _when(expl.stopped_at, zone))
+    facts.add_row("counted", f"{_duration_text(expl.counted)} of business time, start to due")
+
+    table = Table(
+        title=f"SLA clock {expl.ticket_id}",
+        title_justify="left",
+        title_style="bold",
+        show_header=False,
+        box=None,
+        padding=(0, 0, 1, 0),
+    )
+    table.add_column("section")
+    table.add_row(facts)
+    if expl.segments:
+        tz = ZoneInfo(zone or "UTC")
+        spans = Table(title=f"from start to due ({zone or 'UTC'})", title_justify="left")
+        spans.add_column("segment")
+        spans.add_column("from", no_wrap=True)
+        spans.add_column("to", no_wrap=True)
+        spans.add_column("length", justify="right", no_wrap=True)
+        spans.add_column("why")
+        for seg in expl.segments:
+            spans.add_row(
+                Text(seg.kind, style=_SEGMENT_STYLE[seg.kind]),
+                f"{seg.start.astimezone(tz):%a %d %b %H:%M}",
+                f"{seg.end.astimezone(tz):%a %d %b %H:%M}",
+                _duration_text(seg.duration),
+                _why(seg),
+            )
+        table.add_row(spans)
+    for note in expl.notes:
+        table.add_row(Text(f"note: {note}", style="yellow"))
+    return table
+
+
+# -- recompute -------------------------------------------------------------------------
+
+
+class Moved(NamedTuple):
+    """A clock migrated to the policy: `new_due` None means the new policy gives it no
+    clock and it stopped without a breach. `old_due == new_due` means re-pinned only."""
+
+    ticket_id: str
+    old_due: datetime
+    new_due: datetime | None
+
+
+def migrate_clock(clock: Clock, policy: Policy, now: datetime) -> Outcome:
+    """`clock` recomputed under `policy` from its original start (pure; see module doc).
+
+    The outcome's events hold one SlaScheduled when the deadlines, rule or kind changed.
+    """
+    deadlines = compute_deadlines(
+        policy,
+        channel=clock.channel,
+        role=clock.role,
+        severity=clock.severity,
+        call_kind=clock.call_kind,
+        premium=clock.premium,
+        started_at=clock.started_at,
+    )
+    if deadlines is None:
+        stopped = clock.model_copy(
+            update={"state": "exempted", "stopped_at": now, "policy_version": policy.version}
+        )
+        return stopped, []
+    due_at = deadlines.due_at.astimezone(UTC)
+    warn_at = deadlines.warn_at.astimezone(UTC) if deadlines.warn_at else None
+    moved = clock.model_copy(
+        update={
+            "rule": deadlines.rule,
+            "guaranteed": deadlines.guaranteed,
+            "calendar": deadlines.calendar,
+            "policy_version": deadlines.policy_version,
+            "due_at": due_at,
+            "warn_at": warn_at,
+        }
+    )
+    before = (clock.rule, clock.guaranteed, clock.calendar, clock.due_at, clock.warn_at)
+    after = (moved.rule, moved.guaranteed, moved.calendar, moved.due_at, moved.warn_at)
+    if before == after:
+        return moved, []
+    event: EventData = SlaScheduled(
+        ticket_id=moved.ticket_id,
+        severity=moved.severity,
+        guaranteed=moved.guaranteed,
+        policy_rule=moved.rule,
+        policy_version=moved.policy_version,
+        started_at=moved.started_at,
+        due_at=moved.due_at,
+        warn_at=moved.warn_at,
+        calendar=moved.calendar,
+    )
+    return moved, [(event, f"recompute:{policy.version}:{due_at.isoformat()}")]
+
+
+def _page(
+    conn: Connection, version: str, after: str | None, ticket_id: str | None, limit: int
+) -> list[str]:
+    query = sa.select(clocks.c.ticket_id).where(
+        clocks.c.state == "running", clocks.c.policy_version != version
+    )
+    if ticket_id is not None:
+        query = query.where(clocks.c.ticket_id == ticket_id)
+    if after is not None:
+        query = query.where(clocks.c.ticket_id > after)
+    return list(conn.execute(query.order_by(clocks.c.ticket_id).limit(limit)).scalars())
+
+
+def _write_lock(conn: Connection, ticket_id: str) -> None:
+    # SQLite (pysqlite) only opens a transaction at the first write, and `load(lock=True)`
+    # locks nothing there: write first, so the re-read below cannot go stale before the
+    # save. On PostgreSQL this locks the row, like FOR UPDATE.
+    conn.execute(
+        clocks.update().where(clocks.c.ticket_id == ticket_id).values(ticket_id=clocks.c.ticket_id)
+    )
+
+
+def recompute(
+    store: ClockStore,
+    policy: Policy,
+    *,
+    ticket_id: str | None = None,
+    now: datetime,
+    page_size: int = PAGE_SIZE,
+) -> list[Moved]:
+    """Migrate running clocks pinned to another policy version (all, or `ticket_id`'s)
+    to `policy`; returns one `Moved` per migrated clock, in ticket id order."""
+    timer = SlaTimer(store, policy, clock=lambda: now)
+    moved: list[Moved] = []
+    after: str | None = None
+    while True:
+        with store.engine.connect() as conn:
+            ids = _page(conn, policy.version, after, ticket_id, page_size)
+        if not ids:
+            return moved
+        with store.transaction() as conn:
+            for tid in ids:
+                _write_lock(conn, tid)
+                stored = store.load(conn, tid, lock=True)
+                if stored is None:
+                    continue
+                clock = Clock.model_validate(stored)
+                if clock.state != "running" or clock.policy_version == policy.version:
+                    continue  # fired, stopped or migrated since the page was read
+                new = timer._commit(conn, migrate_clock(clock, policy, now), now)
+                new_due = new.due_at if new.state == "running" else None
+                moved.append(Moved(tid, clock.due_at, new_due))
+        after = ids[-1]
