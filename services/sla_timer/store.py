@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 SCHEMA_VERSION = 1
@@ -176,13 +178,12 @@ class ClockStore:
     def add_outbox(
         self, conn: Connection, event_id: str, routing_key: str, body: str, now: datetime
     ) -> None:
-        exists = conn.execute(sa.select(outbox.c.id).where(outbox.c.event_id == event_id)).first()
-        if exists is None:  # the same event id is never queued twice
-            conn.execute(
-                outbox.insert().values(
-                    event_id=event_id, routing_key=routing_key, body=body, created_at=now
-                )
-            )
+        insert = postgresql_insert if self.is_postgres else sqlite_insert
+        statement = insert(outbox).values(
+            event_id=event_id, routing_key=routing_key, body=body, created_at=now
+        )
+        # The same event id is never queued twice (one statement, no read first).
+        conn.execute(statement.on_conflict_do_nothing(index_elements=["event_id"]))
 
     def park_early(self, conn: Connection, event_id: str, ticket_id: str, body: str) -> None:
         conn.execute(early.insert().values(event_id=event_id, ticket_id=ticket_id, body=body))

@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pika
 import pytest
 
 from services.intake.main import IntakeSettings
 from services.intake.main import bootstrap as intake_bootstrap
 from services.runtime.app import ServiceRunner
 from services.runtime.metrics import RuntimeMetrics
-from services.upstream import UpstreamPublisher
+from services.upstream import UpstreamPublisher, pika_parameters
 from tests.conftest import ROOT
 from tests.integration.conftest import RunningService
 from tests.integration.test_sla_timer import EMAIL, FAST
@@ -44,22 +45,20 @@ def sla_timer_process(
     )
 
 
+def consumers(settings: IntakeSettings) -> int:
+    conn = pika.BlockingConnection(pika_parameters(settings.amqp_url))
+    try:
+        queue = f"{settings.amqp_prefix}sla_timer.events"
+        return int(conn.channel().queue_declare(queue, passive=True).method.consumer_count)
+    finally:
+        conn.close()
+
+
 def wait_consumers(settings: IntakeSettings, count: int, timeout: float = 30) -> None:
-    import pika
-
-    from services.upstream import pika_parameters
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        conn = pika.BlockingConnection(pika_parameters(settings.amqp_url))
-        try:
-            q = conn.channel().queue_declare(
-                f"{settings.amqp_prefix}sla_timer.events", passive=True
-            )
-            if q.method.consumer_count >= count:
-                return
-        finally:
-            conn.close()
+        if consumers(settings) >= count:
+            return
         time.sleep(0.2)
     raise AssertionError(f"sla_timer consumers did not reach {count}")
 
@@ -159,3 +158,23 @@ def test_two_replicas_on_postgresql_breach_each_ticket_exactly_once(
     per_ticket = {t: ids for (t, ty), ids in found.items() if ty == "support.sla.breached"}
     assert len(per_ticket) == tickets
     assert len(breaches) == tickets  # not one duplicate delivery, let alone a second id
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_second_replica_on_sqlite_waits_instead_of_sharing_the_file(
+    settings: IntakeSettings, events: Capture, store_url: str
+) -> None:
+    first = sla_timer_process(settings, store_url, None)
+    second = sla_timer_process(settings, store_url, None)
+    try:
+        wait_consumers(settings, 1)
+        time.sleep(3)  # the second has had time to start, had it not waited
+        assert consumers(settings) == 1
+        assert second.poll() is None  # still alive: waiting for the lock, not crashed
+        first.terminate()
+        first.wait(timeout=20)
+        wait_consumers(settings, 1)  # the second takes over once the first is gone
+    finally:
+        for process in (first, second):
+            process.terminate()
+            process.wait(timeout=20)
