@@ -1,0 +1,197 @@
+"""Who must hear about a ticket, over which channel, for which reason (pure).
+
+`decide` maps one event and what the notifier knows about the ticket to notifications,
+following the on-call file's `notify` rules (defaults from the issue):
+
+| event | rule | default |
+|---|---|---|
+| `ticket.opened` of a Premium ticket, business-critical | `opened_business_critical` | page level 1 (reason `opened`) |
+| `sla.warning` of a guaranteed clock | `warning_guaranteed` | remind level 1 unless acknowledged (`warning`) |
+| `sla.breached` of a guaranteed business-critical clock | `breached_business_critical` | page levels 1 and 2 (`breached`) |
+| `sla.breached` of a guaranteed standard clock | `breached_standard` | notify level 1 + team digest (`breached`) |
+| `sla.breached` of a target (not guaranteed) | `missed_target` | team digest only, never a page (`missed`) |
+| `escalation.acknowledged` | - | acknowledge each page sent (`acknowledged.<reason>`) |
+| `sla.met`, `ticket.resolved` | - | resolve each page sent (`resolved.<reason>`) |
+
+A level with nobody on call becomes a team digest notice at that level (never silent).
+A person on several levels is notified once, at the lowest. A closed ticket (met,
+resolved, exempted) gets no new triggers. Who is on call is resolved at `now`: pass the
+event's own time (the CloudEvent `time`, as `decide_event` does) so a redelivered event
+routes to the same people and the ledger (one send per `notification_key`) keeps it at
+one page per person and reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import (
+    TYPE_OF,
+    CloudEvent,
+    EscalationAcknowledged,
+    EventData,
+    SlaBreached,
+    SlaMet,
+    SlaWarning,
+    TicketOpened,
+    TicketResolved,
+)
+from schemas.inbound import TicketId
+from services.notifier.notes import TicketNotes, note_event
+from services.notifier.oncall import who_is_on_call
+from services.notifier.oncall_model import TEAM, NotifyRule, OnCall
+
+__all__ = ["TEAM", "Action", "NotifyChannel", "Notification", "decide", "decide_event"]
+
+NotifyChannel = Literal[
+    "email", "chat_webhook", "paging_webhook", "generic_webhook", "console", "team_digest"
+]
+Action = Literal["trigger", "acknowledge", "resolve", "notify"]
+
+
+class Notification(BaseModel):
+    """One message to one recipient over one channel; `notification_key` is its ledger key.
+
+    `person` is a person id or `team` (then `channel` is `team_digest`; `level` is the
+    trigger's level, 0 for a plain team notice). Paging webhook notifications carry the
+    PagerDuty `dedup_key` of the incident (`<ticket>:<reason that paged>`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ticket_id: TicketId
+    reason: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")
+    level: int = Field(ge=0)
+    person: str
+    channel: NotifyChannel
+    action: Action
+    dedup_key: str | None = None
+
+    @property
+    def notification_key(self) -> str:
+        return f"{self.ticket_id}:{self.reason}:{self.level}:{self.person}:{self.channel}"
+
+
+def _trigger(data: EventData, notes: TicketNotes, oncall: OnCall) -> tuple[str, NotifyRule] | None:
+    rules = oncall.notify
+    match data:
+        case TicketOpened(ticket=ticket) if ticket.premium:
+            severity = notes.severity or ticket.severity
+            if severity == "business_critical":
+                return "opened", rules.opened_business_critical
+            return "opened", rules.opened_standard
+        case SlaWarning(guaranteed=guaranteed):
+            return "warning", rules.warning_guaranteed if guaranteed else rules.warning_target
+        case SlaBreached(guaranteed=False):
+            return "missed", rules.missed_target
+        case SlaBreached(severity="business_critical"):
+            return "breached", rules.breached_business_critical
+        case SlaBreached():
+            return "breached", rules.breached_standard
+    return None
+
+
+def _route(
+    ticket_id: str, reason: str, rule: NotifyRule, oncall: OnCall, now: datetime
+) -> list[Notification]:
+    out: list[Notification] = []
+    seen: set[str] = set()
+    for level in rule.levels:
+        people = who_is_on_call(oncall, level, now)
+        if not people and oncall.team_channel is not None:
+            out.append(_team(ticket_id, reason, level))
+        for person in people:
+            if person.id in seen:
+                continue
+            seen.add(person.id)
+            channels = [c for c in oncall.channels.of(rule.kind) if person.has(c)] or ["email"]
+            for channel in channels:
+                paging = channel == "paging_webhook"
+                out.append(
+                    Notification(
+                        ticket_id=ticket_id,
+                        reason=reason,
+                        level=level,
+                        person=person.id,
+                        channel=channel,
+                        action="trigger" if paging else "notify",
+                        dedup_key=f"{ticket_id}:{reason}" if paging else None,
+                    )
+                )
+    if rule.team and oncall.team_channel is not None:
+        out.append(_team(ticket_id, reason, 0))
+    return out
+
+
+def _team(ticket_id: str, reason: str, level: int) -> Notification:
+    return Notification(
+        ticket_id=ticket_id,
+        reason=reason,
+        level=level,
+        person=TEAM,
+        channel="team_digest",
+        action="notify",
+    )
+
+
+def _follow_up(notes: TicketNotes, action: Action, oncall: OnCall) -> list[Notification]:
+    """`acknowledge` or `resolve` each page that was triggered, on the same webhook."""
+    word = "acknowledged" if action == "acknowledge" else "resolved"
+    out: list[Notification] = []
+    for page in notes.pages:
+        person = oncall.person(page.person)
+        if person is None or person.paging_webhook is None:
+            continue  # removed from the on-call file since: nothing to send to
+        out.append(
+            Notification(
+                ticket_id=notes.ticket_id,
+                reason=f"{word}.{page.reason}",
+                level=page.level,
+                person=page.person,
+                channel="paging_webhook",
+                action=action,
+                dedup_key=f"{notes.ticket_id}:{page.reason}",
+            )
+        )
+    return out
+
+
+def decide(
+    event_type: str,
+    data: EventData,
+    notes: TicketNotes | None,
+    oncall: OnCall,
+    now: datetime,
+) -> list[Notification]:
+    """The notifications for one event. `event_type` is the CloudEvents type
+    (`support.sla.breached`) and must match `data`; `notes` is what is known about the
+    ticket, before or after noting this event (`note_event` is applied here, it is a
+    merge). Pages need `record_pages` afterwards so acknowledgements and resolutions
+    find them."""
+    expected = TYPE_OF.get(type(data))
+    if expected != event_type:
+        raise ValueError(f"event type {event_type!r} does not match {type(data).__name__}")
+    notes = note_event(notes, data)
+    if isinstance(data, EscalationAcknowledged):
+        return _follow_up(notes, "acknowledge", oncall)
+    if isinstance(data, SlaMet | TicketResolved):
+        return _follow_up(notes, "resolve", oncall)
+    if notes.closed is not None:
+        return []
+    found = _trigger(data, notes, oncall)
+    if found is None:
+        return []
+    reason, rule = found
+    if rule.unless_acknowledged and notes.acknowledged:
+        return []
+    return _route(notes.ticket_id, reason, rule, oncall, now)
+
+
+def decide_event(
+    event: CloudEvent, notes: TicketNotes | None, oncall: OnCall
+) -> list[Notification]:
+    """`decide` for a CloudEvent, resolving who is on call at the event's own time."""
+    return decide(event.type, event.parsed(), notes, oncall, event.time)

@@ -1,0 +1,379 @@
+"""The on-call file (`ONCALL_FILE`) as pydantic models; loading and lookups are in `oncall`.
+
+- `people`: who can be reached, and how (email is required; chat, paging and generic
+  webhooks, a console echo and a phone number for display are optional), and each
+  person's time zone (deadlines in their messages are shown in it).
+- `schedules`: weekly rotations in a time zone. `rotation[0]` is on from the local
+  hand-off instant (`handoff.weekday` at `handoff.hour`, wall clock) of the `start` date,
+  which must be a hand-off weekday; every `shift_weeks` weeks the next person takes over,
+  wrapping around. An optional `end` date stops the rotation at that date's hand-off hour.
+  `overrides` (holiday swaps) put a person on for `[start, end)` instead of whoever the
+  rotation says (also where the rotation has nobody); naive datetimes are local to the
+  schedule's zone. Overrides of one schedule must not overlap.
+- `escalation`: levels 1..n, each the people on its `schedules` plus fixed `people`
+  (level 2 by default: the secondary schedule and the support manager).
+- `team_channel`: a chat webhook for non-urgent notices, grouped into a digest at most
+  every `digest_interval`.
+- `notify`: when to notify whom (defaults below, from the issue), `channels`: which
+  contact methods a page, a reminder and a notice use.
+- `link_template`: the ticket link, e.g. `https://helpdesk.example/tickets/{ticket_id}`
+  (placeholders: `ticket_id`, `portal_id`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from services.sla_timer.calendar_model import WEEKDAYS, LocatedError, Weekday
+from services.sla_timer.durations import format_duration, parse_duration
+
+TEAM = "team"  # the person id of the team channel in notifications; reserved
+PersonId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")]
+ContactChannel = Literal["email", "chat_webhook", "paging_webhook", "generic_webhook", "console"]
+Kind = Literal["page", "remind", "notify"]
+_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+_URL = re.compile(r"^https?://[^\s<>\"|]+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r}") from None
+    return value
+
+
+def _url(value: str) -> str:
+    if not _URL.match(value):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    return value
+
+
+Url = Annotated[str, AfterValidator(_url)]
+Zone = Annotated[str, AfterValidator(_zone)]
+
+
+class PagingWebhook(_Model):
+    """A PagerDuty Events API v2 compatible endpoint and the integration's routing key."""
+
+    url: Url
+    routing_key: str = Field(min_length=1)
+
+
+class GenericWebhook(_Model):
+    """A JSON webhook signed with HMAC-SHA256; the secret is read from env var `secret_env`."""
+
+    url: Url
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class Person(_Model):
+    id: PersonId
+    name: str = Field(min_length=1)
+    email: str
+    chat_webhook: Url | None = None
+    paging_webhook: PagingWebhook | None = None
+    generic_webhook: GenericWebhook | None = None
+    console: bool = Field(default=False, description="Also print their notifications")
+    phone: str | None = Field(default=None, description="For display only")
+    timezone: Zone = "UTC"
+
+    @field_validator("id")
+    @classmethod
+    def _not_team(cls, value: str) -> str:
+        if value == TEAM:
+            raise ValueError(f"{TEAM!r} is reserved for the team channel")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            raise ValueError(f"expected an email address like kim@example.com, got {value!r}")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def has(self, channel: ContactChannel) -> bool:
+        if channel == "email":
+            return True
+        if channel == "console":
+            return self.console
+        return getattr(self, channel) is not None
+
+
+class Handoff(_Model):
+    """The weekly hand-off: local wall-clock `hour` on `weekday` (DST does not move it)."""
+
+    weekday: Weekday
+    hour: int = Field(ge=0, le=23)
+
+
+class Override(_Model):
+    """`person` is on call for `[start, end)` in place of whoever the rotation says."""
+
+    start: datetime
+    end: datetime
+    person: PersonId
+    note: str | None = None
+
+
+class Schedule(_Model):
+    name: str
+    timezone: Zone
+    rotation: list[PersonId] = Field(min_length=1)
+    handoff: Handoff
+    start: date = Field(description="The date rotation[0] takes over; a hand-off weekday")
+    shift_weeks: int = Field(default=1, ge=1)
+    end: date | None = None
+    overrides: list[Override] = Field(default_factory=list)
+
+    _spans: tuple[tuple[datetime, datetime, str], ...] = PrivateAttr()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def handoff_at(self, day: date) -> datetime:
+        """The UTC instant of the hand-off hour on local date `day` (zoneinfo, fold=0)."""
+        local = datetime.combine(day, time(self.handoff.hour), tzinfo=self.zone)
+        return local.astimezone(UTC)
+
+    def aware(self, value: datetime) -> datetime:
+        """`value` in UTC; a naive datetime is local wall-clock time of this schedule."""
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=self.zone)
+        return value.astimezone(UTC)
+
+    @property
+    def override_spans(self) -> tuple[tuple[datetime, datetime, str], ...]:
+        """The overrides as sorted `(start, end, person)` UTC triples."""
+        return self._spans
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Schedule:
+        want = WEEKDAYS.index(self.handoff.weekday)
+        if self.start.weekday() != want:
+            raise LocatedError(
+                ("start",),
+                f"start {self.start} is a {WEEKDAYS[self.start.weekday()]}; it must be the "
+                f"hand-off weekday ({self.handoff.weekday})",
+            )
+        if self.end is not None and self.end <= self.start:
+            raise LocatedError(("end",), f"end {self.end} must be after start {self.start}")
+        spans = []
+        for i, o in enumerate(self.overrides):
+            start, end = self.aware(o.start), self.aware(o.end)
+            if start >= end:
+                raise LocatedError(("overrides", i), f"override start {o.start} is not before end")
+            spans.append((start, end, o.person, i))
+        spans.sort()
+        for prev, cur in zip(spans, spans[1:], strict=False):
+            if cur[0] < prev[1]:
+                raise LocatedError(
+                    ("overrides", cur[3]),
+                    f"override {cur[3] + 1} ({cur[2]}) overlaps override {prev[3] + 1} ({prev[2]})",
+                )
+        self._spans = tuple((s, e, p) for s, e, p, _ in spans)
+        return self
+
+
+class Level(_Model):
+    level: int = Field(ge=1)
+    schedules: list[str] = Field(default_factory=list)
+    people: list[PersonId] = Field(default_factory=list, description="e.g. the support manager")
+
+    @model_validator(mode="after")
+    def _someone(self) -> Level:
+        if not self.schedules and not self.people:
+            raise ValueError("a level needs at least one schedule or person")
+        return self
+
+
+class TeamChannel(_Model):
+    chat_webhook: Url
+    name: str = "support team"
+    timezone: Zone = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class NotifyRule(_Model):
+    """Whom a trigger reaches: the people on call at `levels` (as a `kind` of message),
+    and/or the team channel digest; `unless_acknowledged` skips acknowledged tickets."""
+
+    levels: list[int] = Field(default_factory=list)
+    kind: Kind = "notify"
+    team: bool = False
+    unless_acknowledged: bool = False
+
+
+def _rule(**kw: Any) -> Any:
+    return Field(default_factory=lambda: NotifyRule(**kw))
+
+
+class NotifyRules(_Model):
+    """The triggers. Breaches of guaranteed clocks are `breached_*`; of targets, `missed_target`."""
+
+    opened_business_critical: NotifyRule = _rule(levels=[1], kind="page")
+    opened_standard: NotifyRule = _rule()
+    warning_guaranteed: NotifyRule = _rule(levels=[1], kind="remind", unless_acknowledged=True)
+    warning_target: NotifyRule = _rule()
+    breached_business_critical: NotifyRule = _rule(levels=[1, 2], kind="page")
+    breached_standard: NotifyRule = _rule(levels=[1], kind="notify", team=True)
+    missed_target: NotifyRule = _rule(team=True)
+
+    @model_validator(mode="after")
+    def _missed_never_pages(self) -> NotifyRules:
+        if self.missed_target.kind == "page" and self.missed_target.levels:
+            raise LocatedError(("missed_target", "kind"), "a missed target never pages")
+        return self
+
+
+class Channels(_Model):
+    """The contact methods each kind of message uses, where the person has them (email
+    when they have none of them). Paging webhooks are for pages only."""
+
+    page: list[ContactChannel] = Field(
+        default_factory=lambda: ["paging_webhook", "email", "generic_webhook", "console"]
+    )
+    remind: list[ContactChannel] = Field(
+        default_factory=lambda: ["chat_webhook", "email", "generic_webhook", "console"]
+    )
+    notify: list[ContactChannel] = Field(
+        default_factory=lambda: ["email", "chat_webhook", "generic_webhook", "console"]
+    )
+
+    @model_validator(mode="after")
+    def _paging_only_pages(self) -> Channels:
+        for kind in ("remind", "notify"):
+            if "paging_webhook" in getattr(self, kind):
+                raise LocatedError((kind,), "paging_webhook is for pages only")
+        return self
+
+    def of(self, kind: Kind) -> list[ContactChannel]:
+        chosen: list[ContactChannel] = getattr(self, kind)
+        return chosen
+
+
+class OnCall(_Model):
+    version: str | None = None
+    people: list[Person] = Field(min_length=1)
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+    escalation: list[Level] = Field(min_length=1)
+    team_channel: TeamChannel | None = None
+    digest_interval: timedelta = timedelta(minutes=5)
+    link_template: str | None = None
+    notify: NotifyRules = Field(default_factory=NotifyRules)
+    channels: Channels = Field(default_factory=Channels)
+
+    _people: dict[str, Person] = PrivateAttr()
+    _levels: dict[int, Level] = PrivateAttr()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        return value.isoformat() if isinstance(value, date) else value
+
+    @field_validator("schedules", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+
+    @field_validator("digest_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        interval = parse_duration(value)
+        if interval <= timedelta(0):
+            raise ValueError(f"must be longer than zero, got {format_duration(interval)}")
+        return interval
+
+    @field_validator("link_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            link = value.format(ticket_id="T-email-0123456789abcdef", portal_id=4411)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"bad link template {value!r} ({exc!r}); placeholders: {{ticket_id}}, {{portal_id}}"
+            ) from None
+        _url(link)
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> OnCall:
+        self._people = {}
+        for i, p in enumerate(self.people):
+            if p.id in self._people:
+                raise LocatedError(("people", i, "id"), f"duplicate person id {p.id!r}")
+            self._people[p.id] = p
+        for key, s in self.schedules.items():
+            if s.name != key:
+                raise LocatedError(("schedules", key, "name"), f"name must be {key!r} or absent")
+            for i, pid in enumerate(s.rotation):
+                self._known(pid, ("schedules", key, "rotation", i))
+            for i, o in enumerate(s.overrides):
+                self._known(o.person, ("schedules", key, "overrides", i, "person"))
+        self._levels = {}
+        for i, lv in enumerate(self.escalation):
+            if lv.level != i + 1:
+                raise LocatedError(
+                    ("escalation", i, "level"), f"levels must be 1, 2, ... in order; got {lv.level}"
+                )
+            self._levels[lv.level] = lv
+            for j, name in enumerate(lv.schedules):
+                if name not in self.schedules:
+                    raise LocatedError(
+                        ("escalation", i, "schedules", j), f"unknown schedule {name!r}"
+                    )
+            for j, pid in enumerate(lv.people):
+                self._known(pid, ("escalation", i, "people", j))
+        for trigger in NotifyRules.model_fields:
+            rule: NotifyRule = getattr(self.notify, trigger)
+            for j, level in enumerate(rule.levels):
+                if level not in self._levels:
+                    raise LocatedError(
+                        ("notify", trigger, "levels", j), f"no escalation level {level}"
+                    )
+            if rule.team and self.team_channel is None:
+                raise LocatedError(("notify", trigger, "team"), "needs a team_channel")
+        return self
+
+    def _known(self, pid: str, loc: tuple[str | int, ...]) -> None:
+        if pid not in self._people:
+            raise LocatedError(loc, f"unknown person {pid!r}")
+
+    def person(self, pid: str) -> Person | None:
+        return self._people.get(pid)
+
+    def level(self, number: int) -> Level:
+        try:
+            return self._levels[number]
+        except KeyError:
+            raise ValueError(f"no escalation level {number} in the on-call file") from None
