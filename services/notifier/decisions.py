@@ -3,17 +3,21 @@
 `decide` maps one event and what the notifier knows about the ticket to notifications,
 following the on-call file's `notify` rules (defaults from the issue):
 
-| event | rule | default |
-|---|---|---|
-| `ticket.opened` of a Premium ticket, business-critical | `opened_business_critical` | page level 1 (reason `opened`) |
-| `sla.warning` of a guaranteed clock | `warning_guaranteed` | remind level 1 unless acknowledged (`warning`) |
-| `sla.breached` of a guaranteed business-critical clock | `breached_business_critical` | page levels 1 and 2 (`breached`) |
-| `sla.breached` of a guaranteed standard clock | `breached_standard` | notify level 1 + team digest (`breached`) |
-| `sla.breached` of a target (not guaranteed) | `missed_target` | team digest only, never a page (`missed`) |
-| `escalation.acknowledged` | - | acknowledge each page sent (`acknowledged.<reason>`) |
-| `sla.met`, `ticket.resolved` | - | resolve each page sent (`resolved.<reason>`) |
+- `ticket.opened` of a Premium ticket, business-critical: rule `opened_business_critical`,
+  by default page level 1 (reason `opened`); standard: `opened_standard`, nobody.
+- `sla.warning` of a guaranteed clock: `warning_guaranteed`, remind level 1 unless the
+  ticket was acknowledged (`warning`); of a target: `warning_target`, nobody.
+- `sla.breached` of a guaranteed business-critical clock: `breached_business_critical`,
+  page levels 1 and 2 (`breached`); of a guaranteed standard clock: `breached_standard`,
+  notify level 1 and the team digest (`breached`).
+- `sla.breached` of a target (not guaranteed): `missed_target`, the team digest only,
+  never a page (`missed`).
+- `escalation.acknowledged`: acknowledge each page that was triggered, on the same
+  paging webhook (`acknowledged.<reason paged>`); `sla.met` and `ticket.resolved`:
+  resolve each (`resolved.<reason paged>`).
 
-A level with nobody on call becomes a team digest notice at that level (never silent).
+A level with nobody on call becomes a team digest notice at that level (when there is a
+team channel; `coverage_gaps` finds such hours ahead).
 A person on several levels is notified once, at the lowest. A closed ticket (met,
 resolved, exempted) gets no new triggers. Who is on call is resolved at `now`: pass the
 event's own time (the CloudEvent `time`, as `decide_event` does) so a redelivered event
@@ -42,9 +46,10 @@ from schemas.events import (
 from schemas.inbound import TicketId
 from services.notifier.notes import TicketNotes, note_event
 from services.notifier.oncall import who_is_on_call
-from services.notifier.oncall_model import TEAM, NotifyRule, OnCall
+from services.notifier.oncall_model import OnCall
+from services.notifier.oncall_rules import TEAM, NotifyRule
 
-__all__ = ["TEAM", "Action", "NotifyChannel", "Notification", "decide", "decide_event"]
+__all__ = ["TEAM", "Action", "Notification", "NotifyChannel", "decide", "decide_event"]
 
 NotifyChannel = Literal[
     "email", "chat_webhook", "paging_webhook", "generic_webhook", "console", "team_digest"

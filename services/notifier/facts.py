@@ -107,7 +107,7 @@ def _deadline(notes: TicketNotes, zone: ZoneInfo, now: datetime) -> tuple[str, s
     local = notes.due_at.astimezone(zone)
     when = f"{local:%a %d %b %Y %H:%M} {local.tzname()} ({zone.key})"
     left = notes.due_at - now
-    if notes.closed in ("met", "responded_late", "resolved", "exempted"):
+    if notes.closed is not None:
         return when, f"clock stopped ({notes.closed.replace('_', ' ')})", False
     if left > timedelta(0):
         return when, f"{span_text(left)} left", False
@@ -125,9 +125,7 @@ def _submitter(notes: TicketNotes) -> tuple[str, str]:
     return who, s.role.replace("_", " ")
 
 
-def message_facts(
-    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
-) -> Facts:
+def message_facts(n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime) -> Facts:
     """The facts of `n` about the ticket in `notes`, with times in the recipient's zone."""
     if n.ticket_id != notes.ticket_id:
         raise ValueError(f"notes of {notes.ticket_id} given for a notification of {n.ticket_id}")
@@ -152,9 +150,9 @@ def message_facts(
         ticket_id=n.ticket_id,
         reason=n.reason,
         severity=(notes.severity or "unknown").replace("_", " "),
-        account=account,
+        account=one_line(account),
         channel=summary.channel if summary else "unknown",
-        submitter=who,
+        submitter=one_line(who),
         role=role,
         subject=one_line(subject),
         excerpt=excerpt,

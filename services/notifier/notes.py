@@ -182,4 +182,6 @@ def record_pages(notes: TicketNotes, notifications: Iterable[Notification]) -> T
         page = Page(reason=n.reason, level=n.level, person=n.person)
         if n.action == "trigger" and page not in pages:
             pages.append(page)
-    return notes.model_copy(update={"pages": tuple(pages)}) if len(pages) > len(notes.pages) else notes
+    return (
+        notes.model_copy(update={"pages": tuple(pages)}) if len(pages) > len(notes.pages) else notes
+    )

@@ -9,26 +9,23 @@ wall-clock time; a shift that spans a DST change is an hour longer or shorter.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from services.notifier.oncall_model import (
-    TEAM,
-    Channels,
     GenericWebhook,
     Handoff,
     Level,
-    NotifyRule,
-    NotifyRules,
     OnCall,
     Override,
     PagingWebhook,
     Person,
     Schedule,
-    TeamChannel,
 )
+from services.notifier.oncall_rules import TEAM, Channels, NotifyRule, NotifyRules, TeamChannel
 from services.sla_timer.calendar_model import WEEKDAYS, LocatedError
 from services.sla_timer.yaml_lines import YamlProblem, error_text, line_of, parse, path_text
 
@@ -169,7 +166,7 @@ def coverage_gaps(
         points |= _boundaries(oncall.schedules[name], begin, finish)
     ordered = sorted(points)
     gaps: list[tuple[datetime, datetime]] = []
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if who_is_on_call(oncall, 1, a):
             continue
         if gaps and gaps[-1][1] == a:

@@ -1,4 +1,5 @@
-"""The on-call file (`ONCALL_FILE`) as pydantic models; loading and lookups are in `oncall`.
+"""The on-call file (`ONCALL_FILE`) as pydantic models; loading and lookups are in `oncall`,
+the team channel and the when-to-notify rules in `oncall_rules`.
 
 - `people`: who can be reached, and how (email is required; chat, paging and generic
   webhooks, a console echo and a phone number for display are optional), and each
@@ -22,70 +23,48 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StringConstraints,
-    field_validator,
-    model_validator,
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from services.notifier.oncall_rules import (
+    TEAM,
+    Channels,
+    ContactChannel,
+    FileModel,
+    NotifyRule,
+    NotifyRules,
+    PersonId,
+    TeamChannel,
+    Url,
+    Zone,
+    check_url,
 )
-
 from services.sla_timer.calendar_model import WEEKDAYS, LocatedError, Weekday
 from services.sla_timer.durations import format_duration, parse_duration
 
-TEAM = "team"  # the person id of the team channel in notifications; reserved
-PersonId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")]
-ContactChannel = Literal["email", "chat_webhook", "paging_webhook", "generic_webhook", "console"]
-Kind = Literal["page", "remind", "notify"]
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
-_URL = re.compile(r"^https?://[^\s<>\"|]+$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown IANA time zone {value!r}") from None
-    return value
-
-
-def _url(value: str) -> str:
-    if not _URL.match(value):
-        raise ValueError(f"expected an http(s) URL, got {value!r}")
-    return value
-
-
-Url = Annotated[str, AfterValidator(_url)]
-Zone = Annotated[str, AfterValidator(_zone)]
-
-
-class PagingWebhook(_Model):
+class PagingWebhook(FileModel):
     """A PagerDuty Events API v2 compatible endpoint and the integration's routing key."""
 
     url: Url
     routing_key: str = Field(min_length=1)
 
 
-class GenericWebhook(_Model):
+class GenericWebhook(FileModel):
     """A JSON webhook signed with HMAC-SHA256; the secret is read from env var `secret_env`."""
 
     url: Url
     secret_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 
-class Person(_Model):
+class Person(FileModel):
     id: PersonId
     name: str = Field(min_length=1)
     email: str
@@ -122,14 +101,14 @@ class Person(_Model):
         return getattr(self, channel) is not None
 
 
-class Handoff(_Model):
+class Handoff(FileModel):
     """The weekly hand-off: local wall-clock `hour` on `weekday` (DST does not move it)."""
 
     weekday: Weekday
     hour: int = Field(ge=0, le=23)
 
 
-class Override(_Model):
+class Override(FileModel):
     """`person` is on call for `[start, end)` in place of whoever the rotation says."""
 
     start: datetime
@@ -138,7 +117,7 @@ class Override(_Model):
     note: str | None = None
 
 
-class Schedule(_Model):
+class Schedule(FileModel):
     name: str
     timezone: Zone
     rotation: list[PersonId] = Field(min_length=1)
@@ -188,7 +167,7 @@ class Schedule(_Model):
                 raise LocatedError(("overrides", i), f"override start {o.start} is not before end")
             spans.append((start, end, o.person, i))
         spans.sort()
-        for prev, cur in zip(spans, spans[1:], strict=False):
+        for prev, cur in itertools.pairwise(spans):
             if cur[0] < prev[1]:
                 raise LocatedError(
                     ("overrides", cur[3]),
@@ -198,7 +177,7 @@ class Schedule(_Model):
         return self
 
 
-class Level(_Model):
+class Level(FileModel):
     level: int = Field(ge=1)
     schedules: list[str] = Field(default_factory=list)
     people: list[PersonId] = Field(default_factory=list, description="e.g. the support manager")
@@ -210,75 +189,7 @@ class Level(_Model):
         return self
 
 
-class TeamChannel(_Model):
-    chat_webhook: Url
-    name: str = "support team"
-    timezone: Zone = "UTC"
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-class NotifyRule(_Model):
-    """Whom a trigger reaches: the people on call at `levels` (as a `kind` of message),
-    and/or the team channel digest; `unless_acknowledged` skips acknowledged tickets."""
-
-    levels: list[int] = Field(default_factory=list)
-    kind: Kind = "notify"
-    team: bool = False
-    unless_acknowledged: bool = False
-
-
-def _rule(**kw: Any) -> Any:
-    return Field(default_factory=lambda: NotifyRule(**kw))
-
-
-class NotifyRules(_Model):
-    """The triggers. Breaches of guaranteed clocks are `breached_*`; of targets, `missed_target`."""
-
-    opened_business_critical: NotifyRule = _rule(levels=[1], kind="page")
-    opened_standard: NotifyRule = _rule()
-    warning_guaranteed: NotifyRule = _rule(levels=[1], kind="remind", unless_acknowledged=True)
-    warning_target: NotifyRule = _rule()
-    breached_business_critical: NotifyRule = _rule(levels=[1, 2], kind="page")
-    breached_standard: NotifyRule = _rule(levels=[1], kind="notify", team=True)
-    missed_target: NotifyRule = _rule(team=True)
-
-    @model_validator(mode="after")
-    def _missed_never_pages(self) -> NotifyRules:
-        if self.missed_target.kind == "page" and self.missed_target.levels:
-            raise LocatedError(("missed_target", "kind"), "a missed target never pages")
-        return self
-
-
-class Channels(_Model):
-    """The contact methods each kind of message uses, where the person has them (email
-    when they have none of them). Paging webhooks are for pages only."""
-
-    page: list[ContactChannel] = Field(
-        default_factory=lambda: ["paging_webhook", "email", "generic_webhook", "console"]
-    )
-    remind: list[ContactChannel] = Field(
-        default_factory=lambda: ["chat_webhook", "email", "generic_webhook", "console"]
-    )
-    notify: list[ContactChannel] = Field(
-        default_factory=lambda: ["email", "chat_webhook", "generic_webhook", "console"]
-    )
-
-    @model_validator(mode="after")
-    def _paging_only_pages(self) -> Channels:
-        for kind in ("remind", "notify"):
-            if "paging_webhook" in getattr(self, kind):
-                raise LocatedError((kind,), "paging_webhook is for pages only")
-        return self
-
-    def of(self, kind: Kind) -> list[ContactChannel]:
-        chosen: list[ContactChannel] = getattr(self, kind)
-        return chosen
-
-
-class OnCall(_Model):
+class OnCall(FileModel):
     version: str | None = None
     people: list[Person] = Field(min_length=1)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
@@ -323,7 +234,7 @@ class OnCall(_Model):
             raise ValueError(
                 f"bad link template {value!r} ({exc!r}); placeholders: {{ticket_id}}, {{portal_id}}"
             ) from None
-        _url(link)
+        check_url(link)
         return value
 
     @model_validator(mode="after")

@@ -118,34 +118,63 @@ class SlaTimer:
             now=now,
         )
         for data, cause in events:
-            cloud = make_event(
-                data,
-                service=SERVICE,
-                subject=clock.ticket_id,
-                cause=cause,
-                correlation_id=clock.correlation_id,
-                now=now,
-            )
+            cloud = self._event(clock, data, cause, now)
             self.store.add_outbox(conn, cloud.id, cloud.routing_key, cloud.model_dump_json(), now)
         return clock
 
     # -- scheduler thread ------------------------------------------------------------------
     def fire(self, limit: int = 500) -> int:
-        """Fire every clock due by now (up to `limit`) into the outbox; returns how many."""
+        """Fire every clock due by now (up to `limit`) into the outbox; returns how many.
+        One UPDATE and one INSERT for the whole batch: many clocks often fall due together."""
         now = self.now()
         fired: list[EventData] = []
         with self.store.transaction() as conn:
             due = self.store.claim_due(conn, now, limit)
+            updates, outbox = [], []
             for stored in due:
                 clock, events = fire_due(Clock.model_validate(stored), now)
-                self._commit(conn, (clock, events), now)
-                fired.extend(data for data, _ in events)
+                updates.append(self._row(clock, now))
+                for data, cause in events:
+                    cloud = self._event(clock, data, cause, now)
+                    outbox.append(
+                        {
+                            "event_id": cloud.id,
+                            "routing_key": cloud.routing_key,
+                            "body": cloud.model_dump_json(),
+                            "created_at": now,
+                        }
+                    )
+                    fired.append(data)
+            self.store.update_many(conn, updates)
+            self.store.add_outbox_many(conn, outbox)
         for data in fired:  # counted once committed
             if isinstance(data, SlaWarning):
                 self.metrics.observe("warning", data.lateness_ms)
             elif isinstance(data, SlaBreached):
                 self.metrics.observe("breach", data.lateness_ms)
         return len(due)
+
+    @staticmethod
+    def _row(clock: Clock, now: datetime) -> dict[str, object]:
+        return {
+            "ticket_id": clock.ticket_id,
+            "state": clock.state,
+            "next_fire_at": clock.next_fire(),
+            "policy_version": clock.policy_version,
+            "data": clock.model_dump(mode="json"),
+            "updated_at": now,
+        }
+
+    @staticmethod
+    def _event(clock: Clock, data: EventData, cause: str, now: datetime) -> CloudEvent:
+        return make_event(
+            data,
+            service=SERVICE,
+            subject=clock.ticket_id,
+            cause=cause,
+            correlation_id=clock.correlation_id,
+            now=now,
+        )
 
     def relay(self, publish: Callable[[list[OutboxRow]], None], limit: int = 500) -> int:
         """Publish unsent outbox rows (`publish` returns once all are confirmed, or

@@ -185,6 +185,35 @@ class ClockStore:
         # The same event id is never queued twice (one statement, no read first).
         conn.execute(statement.on_conflict_do_nothing(index_elements=["event_id"]))
 
+    def update_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Existing clocks, one statement for the batch (the scheduler's hot path).
+        Each row: ticket_id, state, next_fire_at, policy_version, data (dict), updated_at."""
+        if not rows:
+            return
+        statement = (
+            clocks.update()
+            .where(clocks.c.ticket_id == sa.bindparam("key"))
+            .values(
+                state=sa.bindparam("state"),
+                next_fire_at=sa.bindparam("next_fire_at"),
+                policy_version=sa.bindparam("policy_version"),
+                data=sa.bindparam("data"),
+                updated_at=sa.bindparam("updated_at"),
+            )
+        )
+        params = [
+            {**{k: v for k, v in row.items() if k != "ticket_id"}, "key": row["ticket_id"]}
+            | {"data": json.dumps(row["data"])}
+            for row in rows
+        ]
+        conn.execute(statement, params)
+
+    def add_outbox_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Rows of event_id, routing_key, body, created_at; known event ids are skipped."""
+        if rows:
+            insert = postgresql_insert if self.is_postgres else sqlite_insert
+            conn.execute(insert(outbox).on_conflict_do_nothing(index_elements=["event_id"]), rows)
+
     def park_early(self, conn: Connection, event_id: str, ticket_id: str, body: str) -> None:
         conn.execute(early.insert().values(event_id=event_id, ticket_id=ticket_id, body=body))
 

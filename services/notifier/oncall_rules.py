@@ -1,0 +1,119 @@
+"""Shared field types of the on-call file, its team channel and its when-to-notify rules.
+
+The on-call file as a whole is `services.notifier.oncall_model.OnCall`; this module holds
+the parts that say *how* and *when* to notify, so the defaults read in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from services.sla_timer.calendar_model import LocatedError
+
+TEAM = "team"  # the person id of the team channel in notifications; reserved
+PersonId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")]
+ContactChannel = Literal["email", "chat_webhook", "paging_webhook", "generic_webhook", "console"]
+Kind = Literal["page", "remind", "notify"]
+_URL = re.compile(r"^https?://[^\s<>\"|]+$")
+
+
+class FileModel(BaseModel):
+    """A section of the on-call file: unknown keys are errors; values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r}") from None
+    return value
+
+
+def check_url(value: str) -> str:
+    if not _URL.match(value):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    return value
+
+
+Url = Annotated[str, AfterValidator(check_url)]
+Zone = Annotated[str, AfterValidator(_zone)]
+
+
+class TeamChannel(FileModel):
+    chat_webhook: Url
+    name: str = "support team"
+    timezone: Zone = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class NotifyRule(FileModel):
+    """Whom a trigger reaches: the people on call at `levels` (as a `kind` of message),
+    and/or the team channel digest; `unless_acknowledged` skips acknowledged tickets."""
+
+    levels: list[int] = Field(default_factory=list)
+    kind: Kind = "notify"
+    team: bool = False
+    unless_acknowledged: bool = False
+
+
+def _rule(**kw: Any) -> Any:
+    return Field(default_factory=lambda: NotifyRule(**kw))
+
+
+class NotifyRules(FileModel):
+    """The triggers. Breaches of guaranteed clocks are `breached_*`; of targets, `missed_target`."""
+
+    opened_business_critical: NotifyRule = _rule(levels=[1], kind="page")
+    opened_standard: NotifyRule = _rule()
+    warning_guaranteed: NotifyRule = _rule(levels=[1], kind="remind", unless_acknowledged=True)
+    warning_target: NotifyRule = _rule()
+    breached_business_critical: NotifyRule = _rule(levels=[1, 2], kind="page")
+    breached_standard: NotifyRule = _rule(levels=[1], kind="notify", team=True)
+    missed_target: NotifyRule = _rule(team=True)
+
+    @model_validator(mode="after")
+    def _missed_never_pages(self) -> NotifyRules:
+        if self.missed_target.kind == "page" and self.missed_target.levels:
+            raise LocatedError(("missed_target", "kind"), "a missed target never pages")
+        return self
+
+
+_PAGE: tuple[ContactChannel, ...] = ("paging_webhook", "email", "generic_webhook", "console")
+_REMIND: tuple[ContactChannel, ...] = ("chat_webhook", "email", "generic_webhook", "console")
+_NOTIFY: tuple[ContactChannel, ...] = ("email", "chat_webhook", "generic_webhook", "console")
+
+
+class Channels(FileModel):
+    """The contact methods each kind of message uses, where the person has them (email
+    when they have none of them). Paging webhooks are for pages only."""
+
+    page: list[ContactChannel] = Field(default_factory=lambda: list(_PAGE))
+    remind: list[ContactChannel] = Field(default_factory=lambda: list(_REMIND))
+    notify: list[ContactChannel] = Field(default_factory=lambda: list(_NOTIFY))
+
+    @model_validator(mode="after")
+    def _paging_only_pages(self) -> Channels:
+        for kind in ("remind", "notify"):
+            if "paging_webhook" in getattr(self, kind):
+                raise LocatedError((kind,), "paging_webhook is for pages only")
+        return self
+
+    def of(self, kind: Kind) -> list[ContactChannel]:
+        chosen: list[ContactChannel] = getattr(self, kind)
+        return chosen
