@@ -13,8 +13,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from services.notifier.oncall_model import (
     GenericWebhook,
     Handoff,
@@ -26,8 +24,8 @@ from services.notifier.oncall_model import (
     Schedule,
 )
 from services.notifier.oncall_rules import TEAM, Channels, NotifyRule, NotifyRules, TeamChannel
-from services.sla_timer.calendar_model import WEEKDAYS, LocatedError
-from services.sla_timer.yaml_lines import YamlProblem, error_text, line_of, parse, path_text
+from services.runtime.yaml_files import YamlInvalid, validate_yaml
+from services.sla_timer.calendar_model import WEEKDAYS
 
 __all__ = [
     "TEAM",
@@ -79,22 +77,9 @@ def load_oncall(path: Path | str) -> OnCall:
 def parse_oncall(text: str, source: str = "<oncall>") -> OnCall:
     """Validate on-call YAML text; `source` names it in errors."""
     try:
-        data, root = parse(text)
-    except YamlProblem as exc:
-        raise OnCallError(source, [(exc.line, exc.message)]) from None
-    if not isinstance(data, dict):
-        raise OnCallError(source, [(1, "expected a mapping with people, schedules, escalation")])
-    try:
-        return OnCall.model_validate(data)
-    except ValidationError as exc:
-        problems: list[tuple[int | None, str]] = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, LocatedError):
-                loc += cause.loc
-            problems.append((line_of(root, loc), f"{path_text(loc)}: {error_text(err)}"))
-        raise OnCallError(source, problems) from None
+        return validate_yaml(OnCall, text, "a mapping with people, schedules, escalation")
+    except YamlInvalid as exc:
+        raise OnCallError(source, exc.problems) from None
 
 
 def _utc(value: datetime) -> datetime:

@@ -44,7 +44,8 @@ from services.notifier.oncall_rules import (
     Zone,
     check_url,
 )
-from services.sla_timer.calendar_model import WEEKDAYS, LocatedError, Weekday
+from services.runtime.yaml_files import LocatedError
+from services.sla_timer.calendar_model import WEEKDAYS, Weekday
 from services.sla_timer.durations import format_duration, parse_duration
 
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.sla_timer.calendar_model import LocatedError
+from services.runtime.yaml_files import LocatedError
 
 TEAM = "team"  # the person id of the team channel in notifications; reserved
 PersonId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")]

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
+from services.runtime.yaml_files import LocatedError
 from services.sla_timer.calendar_model import (
     WEEKDAYS,
     BusinessCalendar,
     DayKind,
     HolidaySource,
     Interval,
-    LocatedError,
     Weekday,
     day_status,
     local_midnight,

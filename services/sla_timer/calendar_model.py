@@ -23,18 +23,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays as holidays_lib
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from services.runtime.yaml_files import LocatedError
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DayKind = Literal["weekend", "holiday", "closed"]
 _HHMM = re.compile(r"^(\d{1,2}):([0-5]\d)$")
-
-
-class LocatedError(ValueError):
-    """A validation error about a value below the model that raises it (`loc` is relative)."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
 
 
 class Interval(BaseModel):

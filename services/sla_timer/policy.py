@@ -26,19 +26,16 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from schemas.inbound import Severity
 from schemas.ticket import CallKind, Channel, SubmitterRole, Ticket
+from services.runtime.yaml_files import YamlInvalid, validate_yaml
 from services.sla_timer.calendar import (
-    LocatedError,
     add_business_days,
     add_business_time,
     business_time_between,
     subtract_business_time,
 )
 from services.sla_timer.rules import Match, Policy, Rule, Warn
-from services.sla_timer.yaml_lines import YamlProblem, error_text, line_of, parse, path_text
 
 __all__ = [
     "Deadlines",
@@ -114,22 +111,9 @@ def policy_hash(path: Path | str | None = None) -> str:
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy YAML text; `source` names it in errors."""
     try:
-        data, root = parse(text)
-    except YamlProblem as exc:
-        raise PolicyError(source, [(exc.line, exc.message)]) from None
-    if not isinstance(data, dict):
-        raise PolicyError(source, [(1, "expected a mapping with version, calendars, rules")])
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        problems: list[tuple[int | None, str]] = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, LocatedError):
-                loc += cause.loc
-            problems.append((line_of(root, loc), f"{path_text(loc)}: {error_text(err)}"))
-        raise PolicyError(source, problems) from None
+        return validate_yaml(Policy, text, "a mapping with version, calendars, rules")
+    except YamlInvalid as exc:
+        raise PolicyError(source, exc.problems) from None
 
 
 def match_rule(

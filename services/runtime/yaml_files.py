@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -130,3 +131,46 @@ def error_text(err: ErrorDetails) -> str:
     if kind not in ("value_error", "assertion_error") and "input" in err:
         msg += f", got {err['input']!r}"
     return msg
+
+
+class LocatedError(ValueError):
+    """A validation error about a value below the model that raises it (`loc` is relative)."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class YamlInvalid(Exception):
+    """Problems found in a YAML file, each with its 1-based line (None if unknown)."""
+
+    def __init__(self, problems: list[tuple[int | None, str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_yaml(model: type[M], text: str, expected: str) -> M:
+    """Parse YAML `text` into `model`; every problem is reported with its line.
+
+    `expected` describes the top level, e.g. "a mapping with version, calendars, rules".
+    """
+    try:
+        data, root = parse(text)
+    except YamlProblem as exc:
+        raise YamlInvalid([(exc.line, exc.message)]) from None
+    if not isinstance(data, dict):
+        raise YamlInvalid([(1, f"expected {expected}")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[int | None, str]] = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, LocatedError):
+                loc += cause.loc
+            problems.append((line_of(root, loc), f"{path_text(loc)}: {error_text(err)}"))
+        raise YamlInvalid(problems) from None
