@@ -24,7 +24,7 @@ from services.notifier.oncall_model import (
     Schedule,
 )
 from services.notifier.oncall_rules import TEAM, Channels, NotifyRule, NotifyRules, TeamChannel
-from services.runtime.yaml_files import YamlInvalid, validate_yaml
+from services.runtime.yaml_files import ConfigFileError, YamlInvalid, validate_yaml
 from services.sla_timer.calendar_model import WEEKDAYS
 
 __all__ = [
@@ -50,19 +50,8 @@ __all__ = [
 ]
 
 
-class OnCallError(ValueError):
+class OnCallError(ConfigFileError):
     """An on-call file that cannot be used; the message names the file and the line."""
-
-    def __init__(self, source: str, problems: list[tuple[int | None, str]]) -> None:
-        self.source = source
-        self.problems = problems
-        self.line = problems[0][0] if problems else None
-        super().__init__(
-            "\n".join(
-                f"{source}, line {line}: {msg}" if line else f"{source}: {msg}"
-                for line, msg in problems
-            )
-        )
 
 
 def load_oncall(path: Path | str) -> OnCall:

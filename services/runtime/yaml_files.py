@@ -174,3 +174,18 @@ def validate_yaml(model: type[M], text: str, expected: str) -> M:
                 loc += cause.loc
             problems.append((line_of(root, loc), f"{path_text(loc)}: {error_text(err)}"))
         raise YamlInvalid(problems) from None
+
+
+class ConfigFileError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the line."""
+
+    def __init__(self, source: str, problems: list[tuple[int | None, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        self.line = problems[0][0] if problems else None
+        super().__init__(
+            "\n".join(
+                f"{source}, line {line}: {msg}" if line else f"{source}: {msg}"
+                for line, msg in problems
+            )
+        )

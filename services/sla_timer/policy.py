@@ -28,7 +28,7 @@ from pathlib import Path
 
 from schemas.inbound import Severity
 from schemas.ticket import CallKind, Channel, SubmitterRole, Ticket
-from services.runtime.yaml_files import YamlInvalid, validate_yaml
+from services.runtime.yaml_files import ConfigFileError, YamlInvalid, validate_yaml
 from services.sla_timer.calendar import (
     add_business_days,
     add_business_time,
@@ -57,19 +57,8 @@ DEFAULT_POLICY = "default_policy.yaml"
 _PACKAGE = "services.sla_timer"
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigFileError):
     """A policy file that cannot be used; the message names the file and the line."""
-
-    def __init__(self, source: str, problems: list[tuple[int | None, str]]) -> None:
-        self.source = source
-        self.problems = problems
-        self.line = problems[0][0] if problems else None
-        super().__init__(
-            "\n".join(
-                f"{source}, line {line}: {msg}" if line else f"{source}: {msg}"
-                for line, msg in problems
-            )
-        )
 
 
 @dataclass(frozen=True)
