@@ -99,9 +99,11 @@ class SlaMet(_SlaData):
 class _EscalationData(EventData):
     ticket_id: TicketId
     reason: str = Field(description="What triggered it: opened, warning, breached, ...")
-    level: int = Field(ge=1)
-    person: str
-    channel: Literal["email", "chat_webhook", "paging_webhook", "generic_webhook", "console"]
+    level: int = Field(ge=0, description="0: the team channel")
+    person: str = Field(description="A person id from the on-call file, or 'team'")
+    channel: Literal[
+        "email", "chat_webhook", "paging_webhook", "generic_webhook", "console", "team_digest"
+    ]
     notification_key: str
 
 

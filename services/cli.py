@@ -18,7 +18,7 @@ app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(sla_app, name="sla")
 
-SERVICES = ("intake", "sla-timer")
+SERVICES = ("intake", "sla-timer", "notifier")
 
 
 def _specs(service: str) -> tuple[list[Any], RuntimeSettings]:
@@ -33,12 +33,17 @@ def _specs(service: str) -> tuple[list[Any], RuntimeSettings]:
         specs.append(intake(IntakeSettings()))
     if "sla-timer" in wanted:
         specs.append(sla_timer(SlaSettings()))
+    if "notifier" in wanted:
+        from services.notifier.main import NotifierSettings
+        from services.notifier.main import bootstrap as notifier
+
+        specs.append(notifier(NotifierSettings()))
     return specs, RuntimeSettings()
 
 
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help="intake | sla-timer | all")],
+    service: Annotated[str, typer.Argument(help="intake | sla-timer | notifier | all")],
 ) -> None:
     """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT."""
     from services.runtime.app import run_services

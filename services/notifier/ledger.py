@@ -1,0 +1,78 @@
+"""The notifier's memory: what it knows per ticket, and every notification key sent.
+
+Same store kinds as sla_timer (SQLite by default, PostgreSQL when configured). A key in
+the ledger as `sent` is never sent again, whatever is redelivered or replayed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from services.notifier.notes import TicketNotes
+
+metadata = sa.MetaData()
+notes_table = sa.Table(
+    "notifier_notes",
+    metadata,
+    sa.Column("ticket_id", sa.String(64), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+)
+ledger_table = sa.Table(
+    "notifier_ledger",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+)
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(815002)"))
+            metadata.create_all(conn)
+
+    def notes(self, ticket_id: str) -> TicketNotes | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(notes_table.c.data).where(notes_table.c.ticket_id == ticket_id)
+            ).first()
+        return TicketNotes.model_validate_json(row.data) if row else None
+
+    def save_notes(self, notes: TicketNotes) -> None:
+        data = notes.model_dump_json()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                notes_table.update()
+                .where(notes_table.c.ticket_id == notes.ticket_id)
+                .values(data=data)
+            )
+            if updated.rowcount == 0:
+                conn.execute(notes_table.insert().values(ticket_id=notes.ticket_id, data=data))
+
+    def was_sent(self, key: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(ledger_table.c.status).where(ledger_table.c.key == key)
+            ).first()
+        return row is not None and row.status == "sent"
+
+    def record(self, key: str, status: str, now: datetime, detail: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                ledger_table.update()
+                .where(ledger_table.c.key == key)
+                .values(status=status, at=now, detail=detail)
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    ledger_table.insert().values(key=key, status=status, at=now, detail=detail)
+                )

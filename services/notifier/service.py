@@ -1,0 +1,130 @@
+"""notifier's edge: sla and ticket events in, notifications out, exactly once per key.
+
+For each event: update what is known about the ticket, decide who must hear about it
+(pure), then send every notification whose key the ledger has not recorded as sent,
+record it, and emit escalation.sent. A send that fails after its channel's retries is
+recorded, emitted as escalation.failed, and the input is dead-lettered with the reason
+(it can be replayed from the DLQ; keys already sent are skipped then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from schemas.events import CloudEvent, EscalationFailed, EscalationSent, EventData, make_event
+from services.notifier.decisions import Notification, decide_event
+from services.notifier.delivery import Deliverer
+from services.notifier.ledger import Ledger
+from services.notifier.notes import note_event, record_pages
+from services.runtime.errors import PermanentError, PipelineError
+from services.runtime.failures import dead_letter
+from services.runtime.messages import Inbound, Outgoing
+from services.runtime.names import Names
+from services.sla_timer.policy import Policy
+
+SERVICE = "notifier"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Notifier:
+    def __init__(
+        self,
+        ledger: Ledger,
+        deliverer: Deliverer,
+        names: Names,
+        policy: Policy | None = None,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.ledger = ledger
+        self.deliverer = deliverer
+        self.names = names
+        self.policy = policy
+        self.now = clock
+
+    def handle(self, inbound: Inbound) -> list[Outgoing]:
+        try:
+            event = CloudEvent.model_validate_json(inbound.body)
+            data = event.parsed()
+        except (ValidationError, KeyError) as exc:
+            raise PermanentError(
+                f"not a canonical event: {exc}", reason="schema_violation"
+            ) from exc
+        before = self.ledger.notes(event.subject)
+        notifications = decide_event(event, before, self.deliverer.oncall)
+        notes = record_pages(note_event(before, data, policy=self.policy), notifications)
+        self.ledger.save_notes(notes)
+        outputs: list[Outgoing] = []
+        failed: list[tuple[Notification, PipelineError]] = []
+        for n in notifications:
+            if self.ledger.was_sent(n.notification_key):
+                continue  # redelivered, replayed or restarted: never twice
+            now = self.now()
+            try:
+                self.deliverer.send(n, notes, now)
+            except PipelineError as exc:
+                self.ledger.record(n.notification_key, "failed", now, str(exc))
+                failed.append((n, exc))
+                outputs.append(self._event(event, n, self._failed(n, exc, now)))
+                continue
+            self.ledger.record(n.notification_key, "sent", now)
+            outputs.append(self._event(event, n, self._sent(n, now)))
+        if failed:
+            outputs.append(self._dead_letter(inbound, failed))
+        return outputs
+
+    @staticmethod
+    def _sent(n: Notification, now: datetime) -> EscalationSent:
+        return EscalationSent(**_escalation(n), sent_at=now)
+
+    @staticmethod
+    def _failed(n: Notification, exc: PipelineError, now: datetime) -> EscalationFailed:
+        return EscalationFailed(**_escalation(n), failed_at=now, attempts=1, error=str(exc)[:500])
+
+    def _event(self, cause: CloudEvent, n: Notification, data: EventData) -> Outgoing:
+        kind = "sent" if isinstance(data, EscalationSent) else f"failed:{cause.id}"
+        return Outgoing.event(
+            make_event(
+                data,
+                service=SERVICE,
+                subject=n.ticket_id,
+                cause=f"{n.notification_key}:{kind}",
+                correlation_id=cause.correlationid,
+                now=self.now(),
+            )
+        )
+
+    def _dead_letter(
+        self, inbound: Inbound, failed: list[tuple[Notification, PipelineError]]
+    ) -> Outgoing:
+        keys = ", ".join(n.notification_key for n, _ in failed)
+        first = failed[0][1]
+        error = type(first)(f"{len(failed)} notification(s) not delivered ({keys}): {first}")
+        error.reason = first.reason
+        now = self.now()
+        return dead_letter(
+            inbound,
+            queue=self.names.queue(SERVICE),
+            dead_letter_queue=self.names.dead_letter_queue(SERVICE),
+            service=SERVICE,
+            error=error,
+            attempts=1,
+            first_failure=now,
+            now=now,
+        )
+
+
+def _escalation(n: Notification) -> dict[str, object]:
+    return {
+        "ticket_id": n.ticket_id,
+        "reason": n.reason,
+        "level": n.level,
+        "person": n.person,
+        "channel": n.channel,
+        "notification_key": n.notification_key,
+    }
