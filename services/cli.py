@@ -17,6 +17,8 @@ sla_app = typer.Typer(help="SLA clocks in SLA_STORE_URL: explain a deadline, mig
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(sla_app, name="sla")
+oncall_app = typer.Typer(help="The on-call file (ONCALL_FILE): check coverage.")
+app.add_typer(oncall_app, name="oncall")
 
 SERVICES = ("intake", "sla-timer", "notifier")
 
@@ -141,6 +143,33 @@ def _sla_context() -> tuple[Any, Any, str]:
     store = ClockStore(engine_for(settings.sla_store_url))
     store.migrate()
     return store, policy, settings.sla_store_url or "sla_timer.db"
+
+
+@oncall_app.command("check")
+def oncall_check(
+    days: Annotated[int, typer.Option(help="How far ahead to look")] = 7,
+) -> None:
+    """List the spans in the next DAYS with nobody on call at level 1; exit 1 if any."""
+    import os
+    from datetime import UTC, datetime
+
+    from services.notifier.oncall import OnCallError, coverage_gaps, load_oncall
+
+    path = os.environ.get("ONCALL_FILE")
+    if not path:
+        typer.echo("error: set ONCALL_FILE to the on-call file", err=True)
+        raise typer.Exit(2)
+    try:
+        oncall = load_oncall(path)
+    except OnCallError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    gaps = coverage_gaps(oncall, datetime.now(UTC), days=days)
+    for start, end in gaps:
+        typer.echo(f"nobody on call at level 1: {start.isoformat()} -> {end.isoformat()}")
+    if gaps:
+        raise typer.Exit(1)
+    typer.echo(f"level 1 is covered for the next {days} days ({path})")
 
 
 @sla_app.command("explain")

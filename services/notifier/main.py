@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
 from pydantic import Field
 
 from services.notifier.channels import RetryPolicy
 from services.notifier.delivery import Deliverer, SmtpSettings
 from services.notifier.ledger import Ledger
-from services.notifier.oncall import load_oncall
+from services.notifier.oncall import coverage_gaps, load_oncall
 from services.notifier.service import Notifier
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
 from services.runtime.names import Names
 from services.sla_timer.policy import load_policy
 from services.sla_timer.store import engine_for
+
+log = structlog.get_logger("notifier")
 
 
 class NotifierSettings(RuntimeSettings):
@@ -34,6 +38,8 @@ class NotifierSettings(RuntimeSettings):
 
 def bootstrap(settings: NotifierSettings) -> ServiceSpec:
     oncall = load_oncall(settings.oncall_file)  # a malformed file stops us here, with its line
+    for start, end in coverage_gaps(oncall, datetime.now(UTC)):
+        log.error("oncall.coverage_gap", level=1, start=start.isoformat(), end=end.isoformat())
     ledger = Ledger(engine_for(settings.notifier_store_url))
     ledger.migrate()
     smtp = None
