@@ -10,26 +10,21 @@ recorded, emitted as escalation.failed, and the input is dead-lettered with the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
-
-from pydantic import ValidationError
+from datetime import datetime
 
 from schemas.events import CloudEvent, EscalationFailed, EscalationSent, EventData, make_event
 from services.notifier.decisions import Notification, decide_event
 from services.notifier.delivery import Deliverer
 from services.notifier.ledger import Ledger
 from services.notifier.notes import note_event, record_pages
-from services.runtime.errors import PermanentError, PipelineError
+from services.runtime.errors import PipelineError
+from services.runtime.events import now_utc, parse_event
 from services.runtime.failures import dead_letter
 from services.runtime.messages import Inbound, Outgoing
 from services.runtime.names import Names
 from services.sla_timer.policy import Policy
 
 SERVICE = "notifier"
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class Notifier:
@@ -48,13 +43,7 @@ class Notifier:
         self.now = clock
 
     def handle(self, inbound: Inbound) -> list[Outgoing]:
-        try:
-            event = CloudEvent.model_validate_json(inbound.body)
-            data = event.parsed()
-        except (ValidationError, KeyError) as exc:
-            raise PermanentError(
-                f"not a canonical event: {exc}", reason="schema_violation"
-            ) from exc
+        event, data = parse_event(inbound)
         before = self.ledger.notes(event.subject)
         notifications = decide_event(event, before, self.deliverer.oncall)
         notes = record_pages(note_event(before, data, policy=self.policy), notifications)

@@ -10,9 +10,8 @@ with confirms and marked sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
-from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from schemas.events import (
@@ -27,7 +26,7 @@ from schemas.events import (
     TicketResponded,
     make_event,
 )
-from services.runtime.errors import PermanentError
+from services.runtime.events import now_utc, parse_event
 from services.runtime.messages import Inbound, Outgoing
 from services.sla_timer.clock import Clock, Outcome, fire_due, open_clock, reclassify, respond, stop
 from services.sla_timer.metrics import SlaMetrics
@@ -36,10 +35,6 @@ from services.sla_timer.store import ClockStore, OutboxRow
 
 SERVICE = "sla_timer"
 UPDATES = (TicketResponded, TicketReclassified, TicketExempted, TicketResolved)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class SlaTimer:
@@ -57,13 +52,7 @@ class SlaTimer:
 
     # -- consume loop ---------------------------------------------------------------
     def handle(self, inbound: Inbound) -> list[Outgoing]:
-        try:
-            event = CloudEvent.model_validate_json(inbound.body)
-            data = event.parsed()
-        except (ValidationError, KeyError) as exc:
-            raise PermanentError(
-                f"not a canonical event: {exc}", reason="schema_violation"
-            ) from exc
+        event, data = parse_event(inbound)
         now = self.now()
         with self.store.transaction() as conn:
             if self.store.seen(conn, event.id):
