@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.notifier.channels import (
     ChatWebhookChannel,
@@ -49,9 +51,8 @@ class Deliverer:
 
     def send(self, n: Notification, notes: TicketNotes, now: datetime) -> None:
         """One notification; raises TransientError or PermanentError when it cannot."""
-        if n.channel == "team_digest":
-            # NOTE: sent at once as a one-entry digest; grouping is not built yet.
-            return self._team(n, notes, now)
+        if n.channel == "team_digest":  # without a digest queue: a one-entry digest at once
+            return self.send_digest([(n, notes)], now)
         person = self.oncall.person(n.person)
         if person is None:
             raise PermanentError(f"no person {n.person!r} in the on-call file", reason="config")
@@ -87,9 +88,20 @@ class Deliverer:
         else:
             raise PermanentError(f"{person.id} has no {n.channel}", reason="config")
 
-    def _team(self, n: Notification, notes: TicketNotes, now: datetime) -> None:
+    def send_digest(
+        self, entries: Sequence[tuple[Notification, TicketNotes]], now: datetime
+    ) -> None:
+        """One team-channel message for a batch of team notices."""
+        first = entries[0][0].notification_key if entries else "empty"
+        self.send_team(render_digest(entries, self.oncall, now), key=f"digest:{first}")
+
+    def send_team(self, body: dict[str, Any], key: str) -> None:
+        """A Slack-compatible message to the team channel (its text on the console one)."""
         team = self.oncall.team_channel
         if team is None:
             raise PermanentError("a team notice but no team_channel", reason="config")
+        if team.chat_webhook is None:
+            ConsoleChannel(sys.stdout).send(f"[{team.name}] {body['text']}")
+            return
         with ChatWebhookChannel(str(team.chat_webhook), retry=self.retry) as hook:
-            hook.send(render_digest([(n, notes)], self.oncall, now), key=n.notification_key)
+            hook.send(body, key=key)

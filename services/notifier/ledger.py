@@ -28,6 +28,24 @@ ledger_table = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("detail", sa.Text, nullable=True),
 )
+digest_table = sa.Table(  # team notices waiting for the next digest (services.notifier.digest)
+    "notifier_digest",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("entry", sa.Text, nullable=False),
+    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_notifier_digest_pending", "sent_at", "queued_at"),
+)
+outbox_table = sa.Table(  # escalation.sent of digest entries, published by the digest worker
+    "notifier_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("routing_key", sa.String(128), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+)
 
 
 class Ledger:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -10,14 +9,18 @@ from pydantic import Field
 
 from services.notifier.channels import RetryPolicy
 from services.notifier.delivery import Deliverer, SmtpSettings
+from services.notifier.digest import DigestQueue
 from services.notifier.ledger import Ledger
-from services.notifier.oncall import coverage_gaps, load_oncall
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.oncall import load_oncall
 from services.notifier.service import Notifier
+from services.notifier.worker import NotifierWorker
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
 from services.runtime.names import Names
 from services.sla_timer.policy import load_policy
 from services.sla_timer.store import engine_for
+from services.sla_timer.store_reads import ping
 
 log = structlog.get_logger("notifier")
 
@@ -38,8 +41,6 @@ class NotifierSettings(RuntimeSettings):
 
 def bootstrap(settings: NotifierSettings) -> ServiceSpec:
     oncall = load_oncall(settings.oncall_file)  # a malformed file stops us here, with its line
-    for start, end in coverage_gaps(oncall, datetime.now(UTC)):
-        log.error("oncall.coverage_gap", level=1, start=start.isoformat(), end=end.isoformat())
     ledger = Ledger(engine_for(settings.notifier_store_url))
     ledger.migrate()
     smtp = None
@@ -57,13 +58,27 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
         initial_s=settings.send_retry_initial_s,
         max_s=max(2.0, settings.send_retry_initial_s * 4),
     )
+    deliverer = Deliverer(oncall, smtp, retry)
+    digests = DigestQueue(ledger.engine)
+    metrics = NotifierMetrics()
     notifier = Notifier(
         ledger,
-        Deliverer(oncall, smtp, retry),
+        deliverer,
         Names(settings.amqp_prefix),
         policy=load_policy(settings.policy_file),
+        digests=digests,
+        metrics=metrics,
     )
+    # The worker checks coverage at once (gaps logged as errors, posted to the team
+    # channel), then hourly; it sends team digests and publishes their events.
+    worker = NotifierWorker(digests, deliverer, settings, metrics=metrics)
     # NOTE: no input dedup window here: the ledger is the notifier's idempotency, and the
     # window would drop an input replayed from the dead-letter queue.
     handlers = {"ticket": notifier.handle, "sla": notifier.handle, "escalation": notifier.handle}
-    return ServiceSpec(name="notifier", handlers=handlers)
+    return ServiceSpec(
+        name="notifier",
+        handlers=handlers,
+        workers=(worker.run,),
+        metrics=metrics.registry,
+        health={"store": lambda: ping(ledger.engine)},
+    )

@@ -53,9 +53,19 @@ Zone = Annotated[str, AfterValidator(_zone)]
 
 
 class TeamChannel(FileModel):
-    chat_webhook: Url
+    """Where non-urgent notices and coverage warnings go: a chat webhook, or the console
+    (for the demo and for trying the notifier out)."""
+
+    chat_webhook: Url | None = None
+    console: bool = False
     name: str = "support team"
     timezone: Zone = "UTC"
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> TeamChannel:
+        if (self.chat_webhook is None) == (not self.console):
+            raise ValueError("a team_channel needs either chat_webhook or console: true")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

@@ -28,6 +28,7 @@ __all__ = [
     "pagerduty_severity",
     "render_chat",
     "render_console",
+    "render_coverage",
     "render_digest",
     "render_email",
     "render_generic",
@@ -252,3 +253,21 @@ def render_digest(
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
         lines.append(more)
     return {"text": slack_escape("\n".join(lines)), "blocks": blocks}
+
+
+def render_coverage(gaps: Sequence[tuple[datetime, datetime]], oncall: OnCall) -> dict[str, Any]:
+    """The team-channel warning for spans with nobody on call at level 1 (team's zone)."""
+    zone = oncall.team_channel.zone if oncall.team_channel else None
+    title = f"Nobody on call at level 1 in {len(gaps)} span{'s' if len(gaps) != 1 else ''} ahead"
+    lines = [
+        f"- {a.astimezone(zone):%a %d %b %H:%M} to {b.astimezone(zone):%a %d %b %H:%M %Z}"
+        for a, b in gaps[:DIGEST_MAX]
+    ]
+    if len(gaps) > DIGEST_MAX:
+        lines.append(f"…and {len(gaps) - DIGEST_MAX} more")
+    lines.append("Fix the on-call file (`premium-support oncall check` lists them).")
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": title}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:_SECTION_MAX]}},
+    ]
+    return {"text": "\n".join([title, *lines]), "blocks": blocks}

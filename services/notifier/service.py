@@ -4,7 +4,8 @@ For each event: update what is known about the ticket, decide who must hear abou
 (pure), then send every notification whose key the ledger has not recorded as sent,
 record it, and emit escalation.sent. A send that fails after its channel's retries is
 recorded, emitted as escalation.failed, and the input is dead-lettered with the reason
-(it can be replayed from the DLQ; keys already sent are skipped then).
+(it can be replayed from the DLQ; keys already sent are skipped then). Team notices are
+queued for the next digest instead (services.notifier.digest).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from datetime import datetime
 from schemas.events import CloudEvent, EscalationFailed, EscalationSent, EventData, make_event
 from services.notifier.decisions import Notification, decide_event
 from services.notifier.delivery import Deliverer
+from services.notifier.digest import DigestEntry, DigestQueue
 from services.notifier.ledger import Ledger
+from services.notifier.metrics import NotifierMetrics
 from services.notifier.notes import note_event, record_pages
 from services.runtime.errors import PipelineError
 from services.runtime.events import now_utc, parse_event
@@ -35,7 +38,11 @@ class Notifier:
         names: Names,
         policy: Policy | None = None,
         clock: Callable[[], datetime] = now_utc,
+        digests: DigestQueue | None = None,
+        metrics: NotifierMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or NotifierMetrics()
+        self.digests = digests  # None: team notices are sent at once, one per message
         self.ledger = ledger
         self.deliverer = deliverer
         self.names = names
@@ -54,14 +61,22 @@ class Notifier:
             if self.ledger.was_sent(n.notification_key):
                 continue  # redelivered, replayed or restarted: never twice
             now = self.now()
+            if n.channel == "team_digest" and self.digests is not None:
+                self.digests.add(
+                    DigestEntry(notification=n, notes=notes, correlation_id=event.correlationid),
+                    now,
+                )
+                continue  # the digest worker sends it and emits its escalation.sent
             try:
                 self.deliverer.send(n, notes, now)
             except PipelineError as exc:
                 self.ledger.record(n.notification_key, "failed", now, str(exc))
+                self.metrics.failed.labels(n.channel).inc()
                 failed.append((n, exc))
                 outputs.append(self._event(event, n, self._failed(n, exc, now)))
                 continue
             self.ledger.record(n.notification_key, "sent", now)
+            self.metrics.sent.labels(n.channel).inc()
             outputs.append(self._event(event, n, self._sent(n, now)))
         if failed:
             outputs.append(self._dead_letter(inbound, failed))
@@ -69,11 +84,13 @@ class Notifier:
 
     @staticmethod
     def _sent(n: Notification, now: datetime) -> EscalationSent:
-        return EscalationSent(**_escalation(n), sent_at=now)
+        return EscalationSent(**escalation_fields(n), sent_at=now)
 
     @staticmethod
     def _failed(n: Notification, exc: PipelineError, now: datetime) -> EscalationFailed:
-        return EscalationFailed(**_escalation(n), failed_at=now, attempts=1, error=str(exc)[:500])
+        return EscalationFailed(
+            **escalation_fields(n), failed_at=now, attempts=1, error=str(exc)[:500]
+        )
 
     def _event(self, cause: CloudEvent, n: Notification, data: EventData) -> Outgoing:
         kind = "sent" if isinstance(data, EscalationSent) else f"failed:{cause.id}"
@@ -108,7 +125,7 @@ class Notifier:
         )
 
 
-def _escalation(n: Notification) -> dict[str, object]:
+def escalation_fields(n: Notification) -> dict[str, object]:
     return {
         "ticket_id": n.ticket_id,
         "reason": n.reason,

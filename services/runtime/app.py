@@ -6,11 +6,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from kombu import Connection
+from prometheus_client import CollectorRegistry
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from services.runtime.amqp_transport import BufferedTransport
@@ -19,6 +20,7 @@ from services.runtime.consumer import ConsumeLoop, Handler
 from services.runtime.errors import ConnectionLost
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.names import Names
+from services.runtime.ops_http import HealthCheck, serve_ops
 from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
 from services.runtime.topology import declare
 
@@ -35,6 +37,11 @@ class ServiceSpec:
     # Background work beside the consume loop (e.g. a scheduler); each runs in its own
     # thread until the stop event is set.
     workers: tuple[Callable[[threading.Event], None], ...] = ()
+    # The service's own metrics (a registry of its own, since it is built before the
+    # runtime's), served with the runtime's on /metrics.
+    metrics: CollectorRegistry | None = None
+    # Named checks for /healthz beside `broker` (e.g. `store`); each raises when unhealthy.
+    health: Mapping[str, HealthCheck] = field(default_factory=dict)
 
 
 def connection_factory(
@@ -98,6 +105,16 @@ class ServiceRunner:
             dedup_inputs=spec.dedup_inputs,
         )
         self._wait = wait_exponential_jitter(multiplier=0.5, max=15, jitter=0.5)
+        if spec.metrics is not None:
+            metrics.registry.register(spec.metrics)
+
+    def health_checks(self) -> dict[str, HealthCheck]:
+        return {"broker": self._broker_check, **self.spec.health}
+
+    def _broker_check(self) -> None:
+        # The consume loop's own flag: set once consuming, cleared on any connection loss.
+        if not self.loop.connected:
+            raise ConnectionLost("not consuming: the broker connection is down or not yet up")
 
     def _publisher_connection(self) -> Connection:
         factory = connection_factory(
@@ -158,11 +175,18 @@ class ServiceRunner:
 
 
 def run_services(
-    specs: list[ServiceSpec], settings: RuntimeSettings, install_signals: bool = True
+    specs: list[ServiceSpec],
+    settings: RuntimeSettings,
+    install_signals: bool = True,
+    stop: threading.Event | None = None,
 ) -> list[ServiceRunner]:
-    """Run each service in its own thread until SIGTERM/SIGINT; returns once all stopped."""
+    """Run each service in its own thread until SIGTERM/SIGINT (or `stop` is set);
+    returns once all stopped. Meanwhile /metrics and /healthz are served for all of
+    them from one registry on METRICS_PORT (services.runtime.ops_http)."""
     metrics = RuntimeMetrics.create()
     runners = [ServiceRunner(spec, settings, metrics) for spec in specs]
+    checks = {runner.spec.name: runner.health_checks() for runner in runners}
+    ops = serve_ops(settings, metrics.registry, checks)
 
     def stop_all(signum: int, _frame: Any) -> None:
         log.info("shutdown.requested", signal=signal.Signals(signum).name)
@@ -175,7 +199,14 @@ def run_services(
     threads = [threading.Thread(target=r.run, name=r.spec.name, daemon=True) for r in runners]
     for thread in threads:
         thread.start()
-    while any(t.is_alive() for t in threads):
-        for thread in threads:
-            thread.join(timeout=0.2)
+    try:
+        while any(t.is_alive() for t in threads):
+            if stop is not None and stop.is_set():
+                for runner in runners:
+                    runner.stop.set()
+            for thread in threads:
+                thread.join(timeout=0.2)
+    finally:
+        if ops is not None:
+            ops.stop()
     return runners

@@ -17,7 +17,10 @@ class RuntimeSettings(BaseSettings):
     amqp_prefix: str = Field("", alias="AMQP_PREFIX")
     log_format: str = Field("json", alias="LOG_FORMAT", pattern="^(json|console)$")
     log_level: str = Field("info", alias="LOG_LEVEL")
-    metrics_port: int | None = Field(None, alias="METRICS_PORT")
+    # /metrics and /healthz (services.runtime.ops_http); port 0 turns them off. All
+    # interfaces by default: a container is scraped and probed from outside.
+    metrics_port: int = Field(9100, alias="METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field("0.0.0.0", alias="METRICS_HOST")
 
     prefetch: int = Field(256, alias="PREFETCH_COUNT", ge=1, le=65535)
     confirm_timeout_s: float = Field(10.0, alias="CONFIRM_TIMEOUT_S", gt=0)

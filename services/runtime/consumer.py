@@ -247,12 +247,18 @@ class ConsumeLoop:
     def _settle(self, item: InFlight) -> None:
         self._acker.ack_later(item.delivery.message)
         self._published.add_all(o.message_id for o in item.outputs if o.exchange)
-        if self._dedup_inputs and item.delivery.inbound.message_id:
+        # NOTE: a dead-lettered input was not handled: replayed from its DLQ (same
+        # message id) it must be taken again, not acked as a duplicate and so lost.
+        dead = item.outcome == "dead_lettered"
+        if self._dedup_inputs and item.delivery.inbound.message_id and not dead:
             self._handled.add_all([item.delivery.inbound.message_id])
-        self._metrics.outcome(item.outcome).inc()
+        outcome = item.outcome
+        if outcome == "acked" and any(_is_dead_letter(o) for o in item.outputs):
+            outcome = "dead_lettered"  # the handler parked its own input (the notifier does)
+        self._metrics.outcome(outcome).inc()
         self._metrics.published.inc(len(item.outputs))
         extra = item.outputs[0].log if item.outputs else {}
-        self._log(item.delivery, item.outcome, **extra)
+        self._log(item.delivery, outcome, **extra)
 
     def _publish_failed(self, item: InFlight, error: PipelineError) -> None:
         if item.outcome == "dead_lettered":
@@ -383,6 +389,10 @@ class ConsumeLoop:
             with contextlib.suppress(*CONNECTION_ERRORS):  # already gone
                 self._conn.release()
         self._conn, self._consumer = None, None
+
+
+def _is_dead_letter(out: Outgoing) -> bool:
+    return not out.exchange and "x-error-reason" in out.headers  # as failures.dead_letter
 
 
 def _queue_ref(name: str) -> Any:

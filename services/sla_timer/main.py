@@ -12,10 +12,12 @@ from pydantic import Field
 
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
+from services.sla_timer.metrics import OpenClocks, SlaMetrics
 from services.sla_timer.policy import load_policy
 from services.sla_timer.scheduler import Scheduler
 from services.sla_timer.service import SlaTimer
 from services.sla_timer.store import ClockStore, engine_for
+from services.sla_timer.store_reads import open_clock_counts, ping
 
 log = structlog.get_logger("sla_timer")
 
@@ -46,11 +48,15 @@ def bootstrap(settings: SlaSettings) -> ServiceSpec:
         lock = single_replica_lock(settings.sla_store_url or "sla_timer.db")
     store = ClockStore(engine, lock)
     store.migrate()
-    timer = SlaTimer(store, policy)
+    metrics = SlaMetrics()
+    metrics.registry.register(OpenClocks(lambda: open_clock_counts(engine)))
+    timer = SlaTimer(store, policy, metrics=metrics)
     scheduler = Scheduler(timer, settings, settings.sla_tick_s)
     return ServiceSpec(
         name="sla_timer",
         handlers={"ticket": timer.handle},
         dedup_inputs=True,
         workers=(scheduler.run,),
+        metrics=metrics.registry,
+        health={"store": lambda: ping(engine)},
     )

@@ -28,10 +28,11 @@ from schemas.events import (
 )
 from services.runtime.events import now_utc, parse_event
 from services.runtime.messages import Inbound, Outgoing
+from services.runtime.outbox import OutboxRow
 from services.sla_timer.clock import Clock, Outcome, fire_due, open_clock, reclassify, respond, stop
 from services.sla_timer.metrics import SlaMetrics
 from services.sla_timer.policy import Policy
-from services.sla_timer.store import ClockStore, OutboxRow
+from services.sla_timer.store import ClockStore
 
 SERVICE = "sla_timer"
 UPDATES = (TicketResponded, TicketReclassified, TicketExempted, TicketResolved)

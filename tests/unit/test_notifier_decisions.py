@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.events import (
     TYPE_OF,
@@ -24,8 +26,9 @@ from schemas.events import (
 from schemas.inbound import Severity
 from schemas.ticket import Submitter, Ticket, TriageHint
 from services.notifier.decisions import Notification, decide, decide_event
+from services.notifier.digest import digest_due
 from services.notifier.notes import TicketNotes, excerpt, note_event, record_pages
-from services.notifier.oncall import OnCall, parse_oncall
+from services.notifier.oncall import OnCall, OnCallError, parse_oncall
 from services.sla_timer.policy import load_policy
 
 TID = "T-email-0207b44e3d661cc0"
@@ -321,3 +324,44 @@ def test_excerpt_keeps_the_first_lines() -> None:
     assert excerpt(text, lines=3) == "line 0\nline 1\nline 2…"
     assert excerpt("x" * 50, chars=10) == "x" * 9 + "…"
     assert excerpt("short") == "short"
+
+
+# --- digests -------------------------------------------------------------------------------
+
+
+@given(
+    last=st.none() | st.integers(min_value=0, max_value=10_000),
+    elapsed=st.integers(min_value=0, max_value=10_000),
+    interval=st.integers(min_value=1, max_value=3_600),
+)
+def test_a_digest_goes_out_at_most_once_per_interval(
+    last: int | None, elapsed: int, interval: int
+) -> None:
+    now = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    last_sent = None if last is None else now - timedelta(seconds=elapsed)
+    due = digest_due(True, last_sent, now, timedelta(seconds=interval))
+    assert due == (last_sent is None or elapsed >= interval)
+    assert not digest_due(False, last_sent, now, timedelta(seconds=interval))
+
+
+@pytest.mark.parametrize(
+    ("team", "problem"),
+    [
+        ("{name: t}", "either chat_webhook or console"),
+        (
+            '{chat_webhook: "https://chat.example/x", console: true}',
+            "either chat_webhook or console",
+        ),
+    ],
+)
+def test_a_team_channel_goes_to_exactly_one_place(team: str, problem: str) -> None:
+    text = ONCALL.replace(
+        'team_channel: {chat_webhook: "https://chat.example/hooks/team"}', f"team_channel: {team}"
+    )
+    with pytest.raises(OnCallError, match=problem):
+        parse_oncall(text)
+    console = ONCALL.replace(
+        'team_channel: {chat_webhook: "https://chat.example/hooks/team"}',
+        "team_channel: {console: true}",
+    )
+    assert parse_oncall(console).team_channel is not None

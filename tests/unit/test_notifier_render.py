@@ -19,6 +19,7 @@ from services.notifier.render import (
     DIGEST_MAX,
     render_chat,
     render_console,
+    render_coverage,
     render_digest,
     render_email,
     render_generic,
@@ -270,3 +271,11 @@ def test_renders_with_only_the_ticket_id_known(oncall: OnCall) -> None:
 )
 def test_span_text(delta: timedelta, text: str) -> None:
     assert span_text(delta) == text
+
+
+def test_coverage_warning_lists_the_gaps_in_the_team_zone(oncall: OnCall) -> None:
+    gaps = [(datetime(2026, 11, 27, 0, tzinfo=UTC), datetime(2026, 11, 27, 9, tzinfo=UTC))]
+    body = render_coverage(gaps, oncall)
+    assert body["text"].startswith("Nobody on call at level 1 in 1 span ahead")
+    assert "Fri 27 Nov 09:00 to Fri 27 Nov 18:00 JST" in body["text"]  # Asia/Tokyo
+    assert body["blocks"][0]["text"]["text"] == "Nobody on call at level 1 in 1 span ahead"

@@ -1,0 +1,143 @@
+"""Team notices, grouped into one digest message at most every `digest_interval`.
+
+The consume loop queues a team notice (`DigestQueue.add`) and acks its input. The digest
+worker sends everything pending as one message once `digest_interval` has passed since
+the last digest (so the first notice after a quiet spell goes at once, and a burst waits
+for the next one), then in one transaction marks the entries sent, records their keys
+in the ledger, and writes their escalation.sent events to the outbox, which it publishes
+with confirms. A crash between the send and that transaction sends the same digest once
+more: a repeated non-urgent notice, never a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from schemas.events import CloudEvent
+from services.notifier.decisions import Notification
+from services.notifier.ledger import digest_table, ledger_table, outbox_table
+from services.notifier.notes import TicketNotes
+from services.runtime.outbox import OutboxRow
+
+FLUSH_LOCK = 815003  # PostgreSQL advisory lock: one replica sends a given digest
+
+
+class DigestEntry(BaseModel):
+    """A queued team notice with what the notifier knew of the ticket when it was queued."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notification: Notification
+    notes: TicketNotes
+    correlation_id: str
+
+
+def digest_due(
+    pending: bool, last_sent: datetime | None, now: datetime, interval: timedelta
+) -> bool:
+    """Send now? Only with something pending, and at most once per `interval`."""
+    return pending and (last_sent is None or now - last_sent >= interval)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # NOTE: SQLite hands back naive datetimes; everything stored is UTC.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class DigestQueue:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql_insert if self.is_postgres else sqlite_insert
+
+    def add(self, entry: DigestEntry, now: datetime) -> None:
+        """Queue a notice; a redelivered one (same key) is queued once."""
+        row = {
+            "key": entry.notification.notification_key,
+            "entry": entry.model_dump_json(),
+            "queued_at": now,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(digest_table)
+                .values(row)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+
+    @contextmanager
+    def flushing(self) -> Iterator[Connection | None]:
+        """A connection for one flush, or None when another replica is flushing."""
+        with self.engine.connect() as conn:
+            if self.is_postgres:
+                locked = conn.execute(sa.select(sa.func.pg_try_advisory_lock(FLUSH_LOCK))).scalar()
+                conn.commit()
+                if not locked:
+                    yield None
+                    return
+            try:
+                yield conn
+            finally:
+                if self.is_postgres:
+                    conn.execute(sa.select(sa.func.pg_advisory_unlock(FLUSH_LOCK)))
+                    conn.commit()
+
+    def pending(self, conn: Connection, limit: int = 500) -> list[DigestEntry]:
+        rows = conn.execute(
+            sa.select(digest_table.c.entry)
+            .where(digest_table.c.sent_at.is_(None))
+            .order_by(digest_table.c.queued_at, digest_table.c.key)
+            .limit(limit)
+        ).all()
+        conn.commit()
+        return [DigestEntry.model_validate_json(r.entry) for r in rows]
+
+    def last_sent_at(self, conn: Connection) -> datetime | None:
+        value = conn.execute(sa.select(sa.func.max(digest_table.c.sent_at))).scalar()
+        conn.commit()
+        return _utc(value)
+
+    def mark_sent(
+        self, entries: list[DigestEntry], events: list[CloudEvent], now: datetime
+    ) -> None:
+        """The digest went out: entries sent, their keys in the ledger, events in the outbox."""
+        keys = [e.notification.notification_key for e in entries]
+        with self.engine.begin() as conn:
+            conn.execute(
+                digest_table.update().where(digest_table.c.key.in_(keys)).values(sent_at=now)
+            )
+            conn.execute(ledger_table.delete().where(ledger_table.c.key.in_(keys)))
+            conn.execute(
+                ledger_table.insert(), [{"key": k, "status": "sent", "at": now} for k in keys]
+            )
+            rows = [
+                {"event_id": ev.id, "routing_key": ev.routing_key, "body": ev.model_dump_json()}
+                for ev in events
+            ]
+            conn.execute(
+                self._insert(outbox_table).on_conflict_do_nothing(index_elements=["event_id"]),
+                rows,
+            )
+
+    def unpublished(self, limit: int = 500) -> list[OutboxRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(outbox_table)
+                .where(outbox_table.c.sent_at.is_(None))
+                .order_by(outbox_table.c.id)
+                .limit(limit)
+            ).all()
+        return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in rows]
+
+    def mark_published(self, ids: list[int], now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                outbox_table.update().where(outbox_table.c.id.in_(ids)).values(sent_at=now)
+            )
