@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from services.operator.commands import dlq_app
+from services.operator.commands import status as operator_status
 from services.runtime.config import RuntimeSettings
 from services.runtime.logging import configure_logging
 
@@ -19,6 +21,9 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(sla_app, name="sla")
 oncall_app = typer.Typer(help="The on-call file (ONCALL_FILE): check coverage.")
 app.add_typer(oncall_app, name="oncall")
+# Operator tools (services/operator): `status` and `dlq list|show|replay|purge`.
+app.add_typer(dlq_app, name="dlq")
+app.command("status")(operator_status)
 
 SERVICES = ("intake", "sla-timer", "notifier")
 
@@ -47,7 +52,9 @@ def _specs(service: str) -> tuple[list[Any], RuntimeSettings]:
 def run(
     service: Annotated[str, typer.Argument(help="intake | sla-timer | notifier | all")],
 ) -> None:
-    """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT."""
+    """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT.
+
+    Serves /metrics and /healthz on METRICS_PORT (default 9100; 0 turns them off)."""
     from services.runtime.app import run_services
 
     if service not in (*SERVICES, "all"):

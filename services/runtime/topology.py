@@ -63,6 +63,12 @@ def queues(names: Names, settings: RuntimeSettings) -> list[Queue]:
         dead = names.dead_letter_queue(service)
         bindings = [binding(source, routing_key=key) for key in keys]
         result.append(_queue(names.queue(service), _quorum_args(settings, dead), bindings))
+        # NOTE: no delivery limit on `.dead` (nor anywhere to dead-letter it): `dlq list`
+        # reads by consuming and requeueing, which quorum queues count as redeliveries.
+        # On 3.x a quorum queue without the argument has no limit, so reading never
+        # drops a dead letter. Adding one now would make every existing `.dead` queue
+        # refuse this declare (inequivalent arg). RabbitMQ 4.0-4.2 default to a limit
+        # of 20: raise it there with a policy on `\.dead$` (4.3+ does not count nacks).
         result.append(_queue(dead, _quorum_args(settings, None)))
     unrouted = by_name[names.unrouted_exchange]
     result.append(
