@@ -68,14 +68,24 @@ def run(
 
 
 @app.command()
-def demo() -> None:
-    """Run intake on the in-memory transport with a scenario; no broker needed."""
+def demo(
+    scenario: Annotated[
+        Path | None, typer.Option(help="A scenario file (default: examples/demo/scenario.yaml)")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds; overrides the file's")] = None,
+) -> None:
+    """The whole pipeline in this process on memory://, fed a scenario; no broker needed."""
     from rich.console import Console
 
-    from services.demo import run_demo
+    from services.demo import DEFAULT_SCENARIO, ScenarioError, SetupError, load_scenario, run_demo
 
     configure_logging("console", "warning")
-    raise typer.Exit(run_demo(Console()))
+    try:
+        loaded = load_scenario(scenario or DEFAULT_SCENARIO)
+        raise typer.Exit(run_demo(Console(), loaded, timeout))
+    except (ScenarioError, SetupError) as exc:  # the scenario, or a file it names
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @topology_app.command("declare")

@@ -76,12 +76,3 @@ def test_publish_rejects_an_unknown_channel(tmp_path: Path) -> None:
     result = cli("publish", "fax", str(body))
     assert result.returncode != 0
     assert "channel must be chat, email, phone or helpdesk" in result.stderr
-
-
-def test_demo_runs_to_completion_without_a_broker() -> None:
-    result = cli("demo", env={"AMQP_URL": "amqp://nobody@127.0.0.1:1//", "COLUMNS": "160"})
-    assert result.returncode == 0, result.stderr
-    assert "ticket.opened.business_critical" in result.stdout
-    assert "escalation.acknowledged" in result.stdout
-    assert "6 events, 1 dead letters; nothing lost." in result.stdout
-    assert "invalid_json" in result.stdout
