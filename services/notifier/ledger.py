@@ -6,7 +6,7 @@ the ledger as `sent` is never sent again, whatever is redelivered or replayed.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -77,11 +77,18 @@ class Ledger:
                 conn.execute(notes_table.insert().values(ticket_id=notes.ticket_id, data=data))
 
     def was_sent(self, key: str) -> bool:
+        return self.sent_at(key) is not None
+
+    def sent_at(self, key: str) -> datetime | None:
+        """When `key` was sent, or None if it was not (yet)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(ledger_table.c.status).where(ledger_table.c.key == key)
+                sa.select(ledger_table.c.status, ledger_table.c.at).where(ledger_table.c.key == key)
             ).first()
-        return row is not None and row.status == "sent"
+        if row is None or row.status != "sent":
+            return None
+        at: datetime = row.at
+        return at if at.tzinfo else at.replace(tzinfo=UTC)  # NOTE: SQLite drops the zone
 
     def record(self, key: str, status: str, now: datetime, detail: str | None = None) -> None:
         with self.engine.begin() as conn:

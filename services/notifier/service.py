@@ -58,8 +58,13 @@ class Notifier:
         outputs: list[Outgoing] = []
         failed: list[tuple[Notification, PipelineError]] = []
         for n in notifications:
-            if self.ledger.was_sent(n.notification_key):
-                continue  # redelivered, replayed or restarted: never twice
+            sent_at = self.ledger.sent_at(n.notification_key)
+            if sent_at is not None:
+                # Redelivered, replayed or restarted: never sent twice. Its escalation.sent
+                # is emitted again (same event id) since the first may have died unconfirmed
+                # with a crashed process; consumers drop the repeat by id.
+                outputs.append(self._event(event, n, self._sent(n, sent_at)))
+                continue
             now = self.now()
             if n.channel == "team_digest" and self.digests is not None:
                 self.digests.add(

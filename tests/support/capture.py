@@ -55,6 +55,11 @@ class Capture:
             self._drain()
         return self.received
 
+    def drain(self) -> list[Received]:
+        """Read whatever has arrived by now (once, without waiting); returns all so far."""
+        self._drain()
+        return self.received
+
     def _drain(self) -> None:
         try:
             conn = pika.BlockingConnection(pika_parameters(self.url))
