@@ -6,7 +6,8 @@ the last digest (so the first notice after a quiet spell goes at once, and a bur
 for the next one), then in one transaction marks the entries sent, records their keys
 in the ledger, and writes their escalation.sent events to the outbox, which it publishes
 with confirms. A crash between the send and that transaction sends the same digest once
-more: a repeated non-urgent notice, never a page.
+more: a repeated non-urgent notice, never a page. A channel that refuses for good
+(PermanentError) gets the entries recorded as failed, with escalation.failed events.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.events import CloudEvent
 from services.notifier.decisions import Notification
 from services.notifier.ledger import digest_table, ledger_table, outbox_table
 from services.notifier.notes import TicketNotes
 from services.runtime.outbox import OutboxRow
+
+log = structlog.get_logger("notifier.digest")
 
 FLUSH_LOCK = 815003  # PostgreSQL advisory lock: one replica sends a given digest
 
@@ -86,28 +91,40 @@ class DigestQueue:
                 yield conn
             finally:
                 if self.is_postgres:
-                    conn.execute(sa.select(sa.func.pg_advisory_unlock(FLUSH_LOCK)))
-                    conn.commit()
+                    _unlock(conn)
 
-    def pending(self, conn: Connection, limit: int = 500) -> list[DigestEntry]:
+    def pending(self, conn: Connection, limit: int) -> list[DigestEntry]:
         rows = conn.execute(
-            sa.select(digest_table.c.entry)
+            sa.select(digest_table.c.key, digest_table.c.entry)
             .where(digest_table.c.sent_at.is_(None))
             .order_by(digest_table.c.queued_at, digest_table.c.key)
             .limit(limit)
         ).all()
         conn.commit()
-        return [DigestEntry.model_validate_json(r.entry) for r in rows]
+        entries, unreadable = [], []
+        for row in rows:
+            try:
+                entries.append(DigestEntry.model_validate_json(row.entry))
+            except ValidationError as exc:  # written by another version: never block the rest
+                log.error(
+                    "notifier.digest_entry_unreadable", key=row.key, entry=row.entry, error=str(exc)
+                )
+                unreadable.append(row.key)
+        if unreadable:
+            with self.engine.begin() as tx:
+                tx.execute(digest_table.delete().where(digest_table.c.key.in_(unreadable)))
+        return entries
 
     def last_sent_at(self, conn: Connection) -> datetime | None:
         value = conn.execute(sa.select(sa.func.max(digest_table.c.sent_at))).scalar()
         conn.commit()
         return _utc(value)
 
-    def mark_sent(
-        self, entries: list[DigestEntry], events: list[CloudEvent], now: datetime
+    def mark_done(
+        self, entries: list[DigestEntry], events: list[CloudEvent], now: datetime, status: str
     ) -> None:
-        """The digest went out: entries sent, their keys in the ledger, events in the outbox."""
+        """The digest went out (`sent`) or never can (`failed`): the entries leave the
+        queue, their keys go in the ledger, their events in the outbox, in one transaction."""
         keys = [e.notification.notification_key for e in entries]
         with self.engine.begin() as conn:
             conn.execute(
@@ -115,7 +132,7 @@ class DigestQueue:
             )
             conn.execute(ledger_table.delete().where(ledger_table.c.key.in_(keys)))
             conn.execute(
-                ledger_table.insert(), [{"key": k, "status": "sent", "at": now} for k in keys]
+                ledger_table.insert(), [{"key": k, "status": status, "at": now} for k in keys]
             )
             rows = [
                 {"event_id": ev.id, "routing_key": ev.routing_key, "body": ev.model_dump_json()}
@@ -141,3 +158,15 @@ class DigestQueue:
             conn.execute(
                 outbox_table.update().where(outbox_table.c.id.in_(ids)).values(sent_at=now)
             )
+
+
+def _unlock(conn: Connection) -> None:
+    """Release the flush lock. A failed statement leaves the transaction aborted, and a
+    pooled connection keeps session locks: roll back first, and if the unlock still
+    fails end the session, which releases the lock with it."""
+    try:
+        conn.rollback()
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(FLUSH_LOCK)))
+        conn.commit()
+    except SQLAlchemyError:
+        conn.invalidate()

@@ -45,6 +45,7 @@ outbox_table = sa.Table(  # escalation.sent of digest entries, published by the 
     sa.Column("routing_key", sa.String(128), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_notifier_outbox_unsent", "sent_at", "id"),
 )
 
 

@@ -80,5 +80,5 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
         handlers=handlers,
         workers=(worker.run,),
         metrics=metrics.registry,
-        health={"store": lambda: ping(ledger.engine)},
+        health={"store": lambda: ping(ledger.engine), "worker": worker.check_alive},
     )

@@ -15,15 +15,15 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from schemas.events import CloudEvent, EscalationSent, make_event
+from schemas.events import CloudEvent, EscalationFailed, EscalationSent, make_event
 from services.notifier.delivery import Deliverer
 from services.notifier.digest import DigestEntry, DigestQueue, digest_due
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.oncall import coverage_gaps
-from services.notifier.render import render_coverage
+from services.notifier.render import DIGEST_MAX, render_coverage
 from services.notifier.service import escalation_fields
 from services.runtime.config import RuntimeSettings
-from services.runtime.errors import ConnectionLost, PipelineError
+from services.runtime.errors import ConnectionLost, PermanentError, PipelineError
 from services.runtime.events import now_utc
 from services.runtime.outbox import PublishingWorker
 
@@ -31,6 +31,7 @@ log = structlog.get_logger("notifier.worker")
 
 COVERAGE_EVERY = timedelta(hours=1)
 RETRY_AFTER = timedelta(seconds=30)  # a digest that failed to send, at most this often
+BATCHES = 5  # digest messages at most per flush, after a backlog
 
 
 class NotifierWorker(PublishingWorker):
@@ -79,28 +80,46 @@ class NotifierWorker(PublishingWorker):
         return gaps
 
     def flush(self, now: datetime) -> int:
-        """Send the pending team notices as one digest when due; how many were sent."""
+        """Send the pending team notices when a digest is due (one message per
+        DIGEST_MAX of them); how many went out."""
         if self._next_try is not None and now < self._next_try:
             return 0
         with self.digests.flushing() as conn:
             if conn is None:
                 return 0  # another replica holds the flush
-            pending = self.digests.pending(conn)
+            pending = self.digests.pending(conn, limit=DIGEST_MAX * BATCHES)
             interval = self.oncall.digest_interval
             if not digest_due(bool(pending), self.digests.last_sent_at(conn), now, interval):
                 return 0
-            try:
-                self.deliverer.send_digest([(e.notification, e.notes) for e in pending], now)
-            except PipelineError as exc:
-                self._next_try = now + min(interval, RETRY_AFTER)
-                self.metrics.failed.labels("team_digest").inc(len(pending))
-                log.error("notifier.digest_failed", notices=len(pending), error=str(exc))
-                return 0
-            self._next_try = None
-            self.digests.mark_sent(pending, [self._sent_event(e, now) for e in pending], now)
-        self.metrics.sent.labels("team_digest").inc(len(pending))
-        log.info("notifier.digest_sent", notices=len(pending))
-        return len(pending)
+            sent = 0
+            for start in range(0, len(pending), DIGEST_MAX):
+                batch = pending[start : start + DIGEST_MAX]
+                if not self._send(batch, now):
+                    break
+                sent += len(batch)
+        return sent
+
+    def _send(self, batch: list[DigestEntry], now: datetime) -> bool:
+        try:
+            self.deliverer.send_digest([(e.notification, e.notes) for e in batch], now)
+        except PermanentError as exc:  # e.g. a revoked webhook: retrying cannot help
+            log.error("notifier.digest_failed", notices=len(batch), error=str(exc), retry=False)
+            events = [self._event(e, EscalationFailed, now, str(exc)) for e in batch]
+            self.digests.mark_done(batch, events, now, "failed")
+            self.metrics.failed.labels("team_digest").inc(len(batch))
+            return False
+        except PipelineError as exc:  # the channel is down: the notices wait, in order
+            retry_in = min(self.oncall.digest_interval, RETRY_AFTER)
+            self._next_try = now + retry_in
+            log.error("notifier.digest_failed", notices=len(batch), error=str(exc), retry=True)
+            return False
+        self._next_try = None
+        self.digests.mark_done(
+            batch, [self._event(e, EscalationSent, now) for e in batch], now, "sent"
+        )
+        self.metrics.sent.labels("team_digest").inc(len(batch))
+        log.info("notifier.digest_sent", notices=len(batch))
+        return True
 
     def relay(self) -> int:
         rows = self.digests.unpublished()
@@ -113,14 +132,28 @@ class NotifierWorker(PublishingWorker):
         return len(rows)
 
     @staticmethod
-    def _sent_event(entry: DigestEntry, now: datetime) -> CloudEvent:
+    def _event(
+        entry: DigestEntry,
+        kind: type[EscalationSent] | type[EscalationFailed],
+        now: datetime,
+        error: str = "",
+    ) -> CloudEvent:
         n = entry.notification
-        data = EscalationSent(**escalation_fields(n), sent_at=now)
+        if kind is EscalationSent:
+            data: EscalationSent | EscalationFailed = EscalationSent(
+                **escalation_fields(n), sent_at=now
+            )
+            cause = f"{n.notification_key}:sent"  # as the consume loop's, for a re-emit
+        else:
+            data = EscalationFailed(
+                **escalation_fields(n), failed_at=now, attempts=1, error=error[:500]
+            )
+            cause = f"{n.notification_key}:failed:digest"
         return make_event(
             data,
             service="notifier",
             subject=n.ticket_id,
-            cause=f"{n.notification_key}:sent",
+            cause=cause,
             correlation_id=entry.correlation_id,
             now=now,
         )

@@ -22,6 +22,10 @@ from services.runtime.publisher import ConfirmedPublisher
 
 log = structlog.get_logger("runtime.worker")
 
+# A turn (a batch of sends with their retries, a publish with confirms) ends well within
+# this; a thread that died or hangs does not.
+STALL_AFTER_S = 120.0
+
 
 @dataclass(frozen=True)
 class OutboxRow:
@@ -68,6 +72,7 @@ class PublishingWorker:
         self.name = name
         self.publisher = worker_publisher(settings)
         self.connected = False
+        self.beat = time.monotonic()  # start of the latest turn, for check_alive
 
     def step(self, stop: threading.Event) -> None:
         """One round of work, including its wait; override."""
@@ -82,14 +87,24 @@ class PublishingWorker:
     def run(self, stop: threading.Event) -> None:
         failures = 0
         while not stop.is_set():
+            self.beat = time.monotonic()
             try:
                 self.step(stop)
                 failures = 0
-            except self.retry_on as exc:
+            except Exception as exc:
                 failures += 1
                 self.connected = False
                 self.publisher.close()
                 delay = min(15.0, 0.5 * 2**failures)
-                log.warning(f"{self.name}.retry", error=str(exc), retry_in_s=delay)
+                if isinstance(exc, self.retry_on):
+                    log.warning(f"{self.name}.retry", error=str(exc), retry_in_s=delay)
+                else:  # a bug or bad data: say so loudly, then try again
+                    log.error(f"{self.name}.crashed", retry_in_s=delay, exc_info=exc)
                 stop.wait(delay)
         self.publisher.close()
+
+    def check_alive(self) -> None:
+        """For /healthz: raise when the worker has not started a turn for a while."""
+        idle = time.monotonic() - self.beat
+        if idle > STALL_AFTER_S:
+            raise RuntimeError(f"{self.name} has not run for {idle:.0f} s")

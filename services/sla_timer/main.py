@@ -58,5 +58,5 @@ def bootstrap(settings: SlaSettings) -> ServiceSpec:
         dedup_inputs=True,
         workers=(scheduler.run,),
         metrics=metrics.registry,
-        health={"store": lambda: ping(engine)},
+        health={"store": lambda: ping(engine), "scheduler": scheduler.check_alive},
     )

@@ -138,8 +138,8 @@ def test_run_all_serves_every_service_on_one_port(  # type: ignore[no-untyped-de
     assert body["status"] == "ok" and body["failing"] == []
     assert {name: sorted(checks) for name, checks in body["services"].items()} == {
         "intake": ["broker"],
-        "sla_timer": ["broker", "store"],
-        "notifier": ["broker", "store"],
+        "sla_timer": ["broker", "scheduler", "store"],
+        "notifier": ["broker", "store", "worker"],
     }
     with pytest.raises(httpx.ConnectError):  # the server stopped with the services
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 from schemas.events import CloudEvent, SlaBreached, make_event
 from services.intake.main import IntakeSettings
 from services.notifier.channels import RetryPolicy
+from services.notifier.decisions import Notification
 from services.notifier.delivery import Deliverer
-from services.notifier.digest import DigestQueue
-from services.notifier.ledger import Ledger
+from services.notifier.digest import DigestEntry, DigestQueue
+from services.notifier.ledger import Ledger, digest_table
 from services.notifier.main import NotifierSettings
+from services.notifier.notes import TicketNotes
 from services.notifier.oncall import load_oncall
+from services.notifier.render import DIGEST_MAX
 from services.notifier.worker import NotifierWorker
+from services.runtime.config import RuntimeSettings
+from services.runtime.outbox import PublishingWorker
 from services.sla_timer.store import engine_for
 from tests.integration.test_notifier import publish, run_notifier
 from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
@@ -165,3 +175,119 @@ def test_no_post_when_level_one_is_covered(tmp_path: Path, serve: Serve) -> None
     worker = worker_for(tmp_path, team, "2026-11-02", lambda: datetime(2026, 11, 27, tzinfo=UTC))
     worker.turn()
     assert team.requests == []
+
+
+# --- failures: a refusing channel, bad rows, a failed flush, a crashing turn -------------
+
+
+def queue_notices(digests: DigestQueue, count: int) -> list[str]:
+    keys = []
+    for n in range(count):
+        tid = f"T-chat-{n:016x}"
+        note = Notification(
+            ticket_id=tid,
+            reason="missed",
+            level=0,
+            person="team",
+            channel="team_digest",
+            action="notify",
+        )
+        digests.add(
+            DigestEntry(notification=note, notes=TicketNotes(ticket_id=tid), correlation_id="c"),
+            NOW,
+        )
+        keys.append(note.notification_key)
+    return keys
+
+
+def test_a_refusing_team_channel_records_the_notices_as_failed(
+    tmp_path: Path,
+    serve: Serve,  # noqa: F811
+) -> None:
+    team = serve(always(404))  # a revoked webhook: permanent
+    worker = worker_for(tmp_path, team, "2026-11-02", lambda: NOW)
+    keys = queue_notices(worker.digests, 3)
+
+    assert worker.flush(NOW) == 0
+    assert len(team.requests) == 1  # a 4xx is not retried
+    rows = worker.digests.unpublished()
+    assert sorted(json.loads(r.body)["data"]["notification_key"] for r in rows) == sorted(keys)
+    assert {r.routing_key for r in rows} == {"escalation.failed"}
+    assert all(Ledger(worker.digests.engine).sent_at(k) is None for k in keys)
+    later = NOW + timedelta(hours=1)
+    assert worker.flush(later) == 0 and len(team.requests) == 1  # left the queue
+
+
+def test_a_team_channel_that_is_down_keeps_the_notices_for_later(
+    tmp_path: Path,
+    serve: Serve,  # noqa: F811
+) -> None:
+    team = serve(lambda n: (503, 0.0) if n == 0 else (200, 0.0))  # down for the first flush
+    now = [NOW]
+    worker = worker_for(tmp_path, team, "2026-11-02", lambda: now[0])
+    keys = queue_notices(worker.digests, DIGEST_MAX + 2)  # two messages' worth
+
+    assert worker.flush(now[0]) == 0 and worker.digests.unpublished() == []
+    assert worker.flush(now[0] + timedelta(seconds=10)) == 0  # not before the retry time
+    now[0] += timedelta(seconds=31)
+    assert worker.flush(now[0]) == len(keys)  # both batches, in one flush
+    assert len(team.requests) == 1 + 2
+    rows = worker.digests.unpublished()
+    assert {r.routing_key for r in rows} == {"escalation.sent"} and len(rows) == len(keys)
+
+
+def test_an_unreadable_row_does_not_block_the_digest(tmp_path: Path, serve: Serve) -> None:  # noqa: F811
+    team = serve(always(200))
+    worker = worker_for(tmp_path, team, "2026-11-02", lambda: NOW)
+    keys = queue_notices(worker.digests, 2)
+    with worker.digests.engine.begin() as conn:
+        conn.execute(digest_table.insert().values(key="x", entry='{"from": "v9"}', queued_at=NOW))
+    assert worker.flush(NOW) == 2
+    assert sorted(entries(team)) == sorted(k.split(":")[0] for k in keys)
+    with worker.digests.engine.connect() as conn:
+        assert (
+            conn.execute(sa.select(digest_table.c.key).where(digest_table.c.key == "x")).all() == []
+        )
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_failed_flush_on_postgresql_releases_the_lock(store_url: str) -> None:
+    one, other = (DigestQueue(engine_for(store_url)) for _ in range(2))
+    Ledger(one.engine).migrate()
+    with pytest.raises(sa.exc.DataError), one.flushing() as conn:
+        assert conn is not None
+        conn.execute(sa.text("SELECT 1/0"))
+    with other.flushing() as conn:  # another replica
+        assert conn is not None, "the lock was left held by a pooled connection"
+
+
+class FlakyWorker(PublishingWorker):
+    """Raises an unexpected error on its first turn, then counts turns."""
+
+    def __init__(self) -> None:
+        super().__init__(RuntimeSettings(), "flaky")
+        self.turns = 0
+
+    def step(self, stop: threading.Event) -> None:
+        self.turns += 1
+        if self.turns == 1:
+            raise ValueError("a bug")
+        stop.wait(0.01)
+
+
+def test_a_worker_outlives_an_unexpected_error_and_reports_a_stall() -> None:
+    worker, stop = FlakyWorker(), threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while worker.turns < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.turns >= 3
+        worker.check_alive()  # running: no error
+    finally:
+        stop.set()
+        thread.join(5)
+    worker.beat -= 1000  # as if it had died long ago
+    with pytest.raises(RuntimeError, match="flaky has not run for"):
+        worker.check_alive()
