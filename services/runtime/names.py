@@ -14,10 +14,13 @@ INBOUND_ROUTING_KEYS = ("inbound.chat", "inbound.email", "inbound.phone", "inbou
 SERVICE_BINDINGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "intake": ("intake.inbound", "support.inbound", INBOUND_ROUTING_KEYS),
     "sla_timer": ("sla_timer.events", "support.events", ("ticket.#",)),
+    # NOTE: the notifier takes standard ticket.opened too (DESIGN names business-critical
+    # ones): a team notice about a standard ticket's missed target must name its account
+    # and subject, and the on-call file's `opened_standard` rule needs them to fire.
     "notifier": (
         "notifier.events",
         "support.events",
-        ("ticket.opened.business_critical", "ticket.resolved", "sla.#", "escalation.acknowledged"),
+        ("ticket.opened.*", "ticket.resolved", "sla.#", "escalation.acknowledged"),
     ),
 }
 
