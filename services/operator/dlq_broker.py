@@ -148,7 +148,7 @@ def replay(session: DeadLetterSession, letters: list[DeadLetter]) -> ReplayResul
     result = ReplayResult()
     settings = session.settings
     publisher = ConfirmedPublisher(
-        connection_factory(settings),
+        connection_factory(settings, name="operator dlq"),
         Names(""),  # x-original-exchange already carries the prefix
         settings.confirm_timeout_s,
         settings.blocked_timeout_s,

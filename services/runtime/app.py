@@ -45,8 +45,14 @@ class ServiceSpec:
 
 
 def connection_factory(
-    settings: RuntimeSettings, on_blocked: Callable[[str], None] | None = None, **extra: Any
+    settings: RuntimeSettings,
+    on_blocked: Callable[[str], None] | None = None,
+    name: str | None = None,
+    **extra: Any,
 ) -> Callable[[], Connection]:
+    """Connections for one purpose; `name` (prefixed) is shown by the broker for each, so
+    operators and tests can tell `t1.intake` from `t1.sla_timer publisher`."""
+
     def connect() -> Connection:
         options: dict[str, Any] = {}
         if not settings.is_memory:
@@ -55,6 +61,8 @@ def connection_factory(
             options = {"write_timeout": settings.blocked_timeout_s, "read_timeout": None}
             if on_blocked is not None:
                 options["on_blocked"] = on_blocked
+            if name is not None:
+                options["client_properties"] = {"connection_name": f"{settings.amqp_prefix}{name}"}
             options |= extra
         buffered = settings.amqp_url.startswith(("amqp://", "pyamqp://"))
         return Connection(
@@ -68,7 +76,7 @@ def connection_factory(
 
 
 def declare_topology(settings: RuntimeSettings) -> list[str]:
-    with connection_factory(settings)() as conn:
+    with connection_factory(settings, name="topology")() as conn:
         try:
             conn.ensure_connection(max_retries=3)
             return declare(conn, Names(settings.amqp_prefix), settings)
@@ -99,7 +107,7 @@ class ServiceRunner:
             spec.name,
             spec.handlers,
             settings,
-            connection_factory(settings),
+            connection_factory(settings, name=spec.name),
             self.publisher,
             metrics,
             dedup_inputs=spec.dedup_inputs,
@@ -119,6 +127,7 @@ class ServiceRunner:
     def _publisher_connection(self) -> Connection:
         factory = connection_factory(
             self.settings,
+            name=f"{self.spec.name} publisher",
             on_blocked=self.publisher.on_blocked,
             on_unblocked=self.publisher.on_unblocked,
         )

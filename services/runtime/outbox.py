@@ -35,10 +35,10 @@ class OutboxRow:
     body: str
 
 
-def worker_publisher(settings: RuntimeSettings) -> ConfirmedPublisher:
+def worker_publisher(settings: RuntimeSettings, name: str) -> ConfirmedPublisher:
     """A confirmed publisher on its own connection, for one worker thread."""
     return ConfirmedPublisher(
-        connection_factory(settings),
+        connection_factory(settings, name=name),
         Names(settings.amqp_prefix),
         settings.confirm_timeout_s,
         settings.blocked_timeout_s,
@@ -70,7 +70,7 @@ class PublishingWorker:
     def __init__(self, settings: RuntimeSettings, name: str) -> None:
         self.settings = settings
         self.name = name
-        self.publisher = worker_publisher(settings)
+        self.publisher = worker_publisher(settings, name)
         self.connected = False
         self.beat = time.monotonic()  # start of the latest turn, for check_alive
 

@@ -24,7 +24,7 @@ class Scheduler(PublishingWorker):
     retry_on = (ConnectionLost, PipelineError, SQLAlchemyError)
 
     def __init__(self, timer: SlaTimer, settings: RuntimeSettings, tick_s: float = 0.2) -> None:
-        super().__init__(settings, "scheduler")
+        super().__init__(settings, "sla_timer.scheduler")
         self.timer = timer
         self.tick_s = tick_s
 

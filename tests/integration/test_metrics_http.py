@@ -3,7 +3,6 @@ counters move with real traffic, and /healthz names the broker or store that is 
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from tests.integration.test_notifier import (  # noqa: F401 - notifier_env is a 
 )
 from tests.integration.test_notifier_channels import free_port, serve, smtp  # noqa: F401
 from tests.integration.test_sla_timer import email
+from tests.support.broker import close_connection
 from tests.support.capture import Capture
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -172,11 +172,7 @@ def test_healthz_names_the_broker_while_a_service_is_not_consuming(
                 200,
                 {"status": "ok", "failing": [], "services": {"intake": {"broker": {"ok": True}}}},
             )
-            subprocess.run(
-                ["rabbitmqctl", "close_all_connections", "test: healthz"],
-                check=True,
-                capture_output=True,
-            )
+            assert close_connection(f"{settings.amqp_prefix}intake", "test: healthz") >= 1
             wait_for(lambda: healthz(port)[1]["failing"] == ["intake.broker"], timeout=10)
             wait_for(lambda: healthz(port)[0] == 200, timeout=30)  # reconnected
         finally:

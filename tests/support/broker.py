@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,3 +81,25 @@ def delete_topology(url: str, prefix: str, extra_queues: list[str]) -> None:
             ch.exchange_delete(exchange)
     finally:
         conn.close()
+
+
+def close_connection(name: str, reason: str) -> int:
+    """Force-close the broker connections the runtime named `name` (client property
+    connection_name, e.g. `<prefix>intake`): this test's, never anyone else's. One at
+    a time, since each rabbitmqctl call takes a second or two."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q", "--no-table-headers"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    pids = [
+        line.split("\t", 1)[0]
+        for line in listing.splitlines()
+        if f'{{"connection_name","{name}"}}' in line
+    ]
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "close_connection", pid, reason], check=True, capture_output=True
+        )
+    return len(pids)
