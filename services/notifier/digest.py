@@ -12,7 +12,7 @@ more: a repeated non-urgent notice, never a page. A channel that refuses for goo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -153,11 +153,26 @@ class DigestQueue:
             ).all()
         return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in rows]
 
-    def mark_published(self, ids: list[int], now: datetime) -> None:
+    def relay(self, publish: Callable[[list[OutboxRow]], None], now: datetime) -> int:
+        """Publish unsent outbox rows (`publish` returns once all are confirmed, or
+        raises) and mark them sent in the same transaction; replicas skip locked rows."""
+        query = (
+            sa.select(outbox_table)
+            .where(outbox_table.c.sent_at.is_(None))
+            .order_by(outbox_table.c.id)
+            .limit(500)
+        )
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
-            conn.execute(
-                outbox_table.update().where(outbox_table.c.id.in_(ids)).values(sent_at=now)
-            )
+            rows = [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in conn.execute(query)]
+            if rows:
+                publish(rows)
+                ids = [row.id for row in rows]
+                conn.execute(
+                    outbox_table.update().where(outbox_table.c.id.in_(ids)).values(sent_at=now)
+                )
+        return len(rows)
 
 
 def _unlock(conn: Connection) -> None:

@@ -122,14 +122,10 @@ class NotifierWorker(PublishingWorker):
         return True
 
     def relay(self) -> int:
-        rows = self.digests.unpublished()
-        if not rows:
-            if self.connected:
-                self.publisher.heartbeat()
-            return 0
-        self.publish(rows)
-        self.digests.mark_published([r.id for r in rows], self.now())
-        return len(rows)
+        published = self.digests.relay(self.publish, self.now())
+        if not published and self.connected:
+            self.publisher.heartbeat()
+        return published
 
     @staticmethod
     def _event(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from schemas.events import CloudEvent, SlaBreached, make_event
+from schemas.events import CloudEvent, EscalationSent, SlaBreached, make_event
 from services.intake.main import IntakeSettings
 from services.notifier.channels import RetryPolicy
 from services.notifier.decisions import Notification
@@ -26,7 +26,7 @@ from services.notifier.oncall import load_oncall
 from services.notifier.render import DIGEST_MAX
 from services.notifier.worker import NotifierWorker
 from services.runtime.config import RuntimeSettings
-from services.runtime.outbox import PublishingWorker
+from services.runtime.outbox import OutboxRow, PublishingWorker
 from services.sla_timer.store import engine_for
 from tests.integration.test_notifier import publish, run_notifier
 from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
@@ -291,3 +291,28 @@ def test_a_worker_outlives_an_unexpected_error_and_reports_a_stall() -> None:
     worker.beat -= 1000  # as if it had died long ago
     with pytest.raises(RuntimeError, match="flaky has not run for"):
         worker.check_alive()
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_two_replicas_relay_each_outbox_event_once(store_url: str) -> None:
+    one, other = (DigestQueue(engine_for(store_url)) for _ in range(2))
+    Ledger(one.engine).migrate()
+    queue_notices(one, 5)
+    with one.engine.connect() as conn:
+        entries_ = one.pending(conn, limit=10)
+    events_ = [NotifierWorker._event(e, EscalationSent, NOW) for e in entries_]
+    one.mark_done(entries_, events_, NOW, "sent")
+    published: list[str] = []
+
+    def slow_publish(rows: list[OutboxRow]) -> None:
+        time.sleep(0.3)  # the other replica tries meanwhile
+        published.extend(r.event_id for r in rows)
+
+    threads = [threading.Thread(target=q.relay, args=(slow_publish, NOW)) for q in (one, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(events_) == 5
+    assert sorted(published) == sorted(e.id for e in events_)  # each once, by one replica
+    assert one.unpublished() == []
