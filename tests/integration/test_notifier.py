@@ -56,9 +56,15 @@ team_channel: {{name: team, chat_webhook: "{team.url}", timezone: UTC}}
     return path
 
 
-def events_for_ticket() -> tuple[CloudEvent, CloudEvent]:
+def events_for_ticket(
+    tid: str = TID,
+    now: datetime = NOW,
+    subject: str = "Nobody can log in",
+    correlation_id: str = "c-1",
+) -> tuple[CloudEvent, CloudEvent]:
+    """A premium business-critical ticket.opened and its breach a minute past due."""
     ticket = Ticket(
-        ticket_id=TID,
+        ticket_id=tid,
         channel="email",
         portal_id=4411,
         account_name="Acme Corp",
@@ -66,31 +72,36 @@ def events_for_ticket() -> tuple[CloudEvent, CloudEvent]:
         submitter=Submitter(role="super_admin", email="ana@acme.example"),
         severity="business_critical",
         submitter_marked_critical=True,
-        subject="Nobody can log in",
+        subject=subject,
         text="Since 09:50 nobody on our team can log in.",
-        created_at=NOW - timedelta(minutes=31),
+        created_at=now - timedelta(minutes=31),
     )
     opened = make_event(
         TicketOpened(ticket=ticket),
         service="intake",
-        subject=TID,
+        subject=tid,
         cause="opened",
-        correlation_id="c-1",
-        now=NOW,
+        correlation_id=correlation_id,
+        now=now,
     )
     breach = SlaBreached(
-        ticket_id=TID,
+        ticket_id=tid,
         severity="business_critical",
         guaranteed=True,
         policy_rule="email-super-admin-business-critical",
         policy_version="2026-11-01",
         started_at=ticket.created_at,
         due_at=ticket.created_at + timedelta(minutes=30),
-        fired_at=NOW,
+        fired_at=now,
         lateness_ms=60_000,
     )
     breached = make_event(
-        breach, service="sla_timer", subject=TID, cause="breach", correlation_id="c-1", now=NOW
+        breach,
+        service="sla_timer",
+        subject=tid,
+        cause="breach",
+        correlation_id=correlation_id,
+        now=now,
     )
     return opened, breached
 

@@ -31,7 +31,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pika
@@ -40,8 +40,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from schemas.events import CloudEvent, SlaBreached, TicketOpened, make_event
-from schemas.ticket import Submitter, Ticket
+from schemas.events import CloudEvent
 from services.intake.ids import ticket_id
 from services.intake.main import IntakeSettings
 from services.notifier.delivery import Deliverer, SmtpSettings
@@ -54,7 +53,7 @@ from services.sla_timer.store import engine_for
 from services.upstream import pika_parameters
 from tests.conftest import ROOT
 from tests.integration.conftest import wait_for
-from tests.integration.test_notifier import oncall_file
+from tests.integration.test_notifier import events_for_ticket, oncall_file
 from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
     Inbox,
     Serve,
@@ -164,48 +163,7 @@ def receivers(
 
 def ticket_events(number: int, now: datetime) -> tuple[CloudEvent, CloudEvent]:
     tid = ticket_id("email", f"<kill-{number}@mail.acme.example>")
-    created = now - timedelta(minutes=31)
-    ticket = Ticket(
-        ticket_id=tid,
-        channel="email",
-        portal_id=4411,
-        account_name="Acme Corp",
-        premium=True,
-        submitter=Submitter(role="super_admin", email="ana@acme.example"),
-        severity="business_critical",
-        submitter_marked_critical=True,
-        subject=f"Outage {number}",
-        text="Nobody on our team can log in.",
-        created_at=created,
-    )
-    opened = make_event(
-        TicketOpened(ticket=ticket),
-        service="intake",
-        subject=tid,
-        cause="opened",
-        correlation_id=f"c-{number}",
-        now=now,
-    )
-    breach = SlaBreached(
-        ticket_id=tid,
-        severity="business_critical",
-        guaranteed=True,
-        policy_rule="email-super-admin-business-critical",
-        policy_version="2026-11-01",
-        started_at=created,
-        due_at=created + timedelta(minutes=30),
-        fired_at=now,
-        lateness_ms=60_000,
-    )
-    breached = make_event(
-        breach,
-        service="sla_timer",
-        subject=tid,
-        cause="breach",
-        correlation_id=f"c-{number}",
-        now=now,
-    )
-    return opened, breached
+    return events_for_ticket(tid, now, subject=f"Outage {number}", correlation_id=f"c-{number}")
 
 
 def expected_keys(tid: str, breached: bool = True) -> list[str]:

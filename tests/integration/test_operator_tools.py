@@ -26,6 +26,7 @@ from services.sla_timer.store import ClockStore, engine_for
 from services.upstream import UpstreamPublisher, pika_parameters
 from tests.conftest import ROOT
 from tests.integration.conftest import RunningService, wait_for
+from tests.support.broker import missing
 from tests.support.capture import Capture, queue_depth
 
 CHAT = json.loads((ROOT / "examples/inbound/chat.json").read_text())
@@ -172,7 +173,7 @@ def test_status_from_the_management_api(
     cli: Any, intake: RunningService, upstream: UpstreamPublisher, amqp_url: str, prefix: str
 ) -> None:
     if not _management_answers(amqp_url):
-        pytest.skip(
+        missing(
             "the RabbitMQ management API does not answer on port 15672; enable it with "
             "`rabbitmq-plugins enable rabbitmq_management` (.ci/run does)"
         )

@@ -51,6 +51,7 @@ from services.sla_timer.main import bootstrap as sla_bootstrap
 from services.upstream import UpstreamPublisher
 from tests.conftest import ROOT
 from tests.integration.conftest import RunningService, wait_for
+from tests.support.broker import missing
 from tests.support.capture import Capture
 
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
@@ -115,7 +116,7 @@ class Broker:
 def _local_broker(amqp_url: str) -> ParseResult:
     parsed = urlparse(amqp_url)
     if shutil.which("rabbitmqctl") is None or parsed.hostname not in ("localhost", "127.0.0.1"):
-        pytest.skip("needs rabbitmqctl for the broker at AMQP_URL (a local RabbitMQ)")
+        missing("needs rabbitmqctl for the broker at AMQP_URL (a local RabbitMQ)")
     return parsed
 
 

@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 from urllib.parse import urlparse
 
 import pika
@@ -103,3 +104,11 @@ def close_connection(name: str, reason: str) -> int:
             ["rabbitmqctl", "close_connection", pid, reason], check=True, capture_output=True
         )
     return len(pids)
+
+
+def missing(reason: str) -> NoReturn:
+    """A piece of the environment a test needs is absent: skip on a developer's
+    machine, fail in CI (CI=true), which must have everything and so never hides a test."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)
