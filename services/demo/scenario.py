@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.common.durations import parse_duration
 from services.runtime.yaml_files import (
     ConfigFileError,
     LocatedError,
@@ -44,7 +45,6 @@ from services.runtime.yaml_files import (
     path_text,
     validate_yaml,
 )
-from services.sla_timer.durations import parse_duration
 
 KNOWN_EVENTS = (
     "ticket.opened",

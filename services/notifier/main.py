@@ -7,6 +7,7 @@ from pathlib import Path
 import structlog
 from pydantic import Field
 
+from services.common.store_engine import engine_for, ping
 from services.notifier.channels import RetryPolicy
 from services.notifier.delivery import Deliverer, SmtpSettings
 from services.notifier.digest import DigestQueue
@@ -18,9 +19,6 @@ from services.notifier.worker import NotifierWorker
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
 from services.runtime.names import Names
-from services.sla_timer.policy import load_policy
-from services.sla_timer.store import engine_for
-from services.sla_timer.store_reads import ping
 
 log = structlog.get_logger("notifier")
 
@@ -28,7 +26,6 @@ log = structlog.get_logger("notifier")
 class NotifierSettings(RuntimeSettings):
     oncall_file: Path = Field(alias="ONCALL_FILE")
     notifier_store_url: str = Field("notifier.db", alias="NOTIFIER_STORE_URL")
-    policy_file: Path | None = Field(None, alias="POLICY_FILE")
     smtp_host: str | None = Field(None, alias="SMTP_HOST")
     smtp_port: int = Field(25, alias="SMTP_PORT")
     smtp_starttls: bool = Field(False, alias="SMTP_STARTTLS")
@@ -65,7 +62,6 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
         ledger,
         deliverer,
         Names(settings.amqp_prefix),
-        policy=load_policy(settings.policy_file),
         digests=digests,
         metrics=metrics,
     )

@@ -31,7 +31,6 @@ from schemas.ticket import Channel, Submitter, Ticket, TriageHint
 
 if TYPE_CHECKING:
     from services.notifier.decisions import Notification
-    from services.sla_timer.rules import Policy
 
 EXCERPT_LINES = 8
 EXCERPT_CHARS = 800
@@ -120,11 +119,9 @@ def _ticket_id(data: EventData) -> str:
     return ticket_id
 
 
-def note_event(
-    notes: TicketNotes | None, data: EventData, *, policy: Policy | None = None
-) -> TicketNotes:
-    """`notes` updated with what `data` says (new notes when None). With `policy`, a
-    `ticket.opened` also gets its deadline before sla_timer's `sla.scheduled` arrives."""
+def note_event(notes: TicketNotes | None, data: EventData) -> TicketNotes:
+    """`notes` updated with what `data` says (new notes when None). Deadlines come from
+    sla_timer's `sla.*` events: the notifier never evaluates the SLA policy itself."""
     ticket_id = _ticket_id(data)
     if notes is None:
         notes = TicketNotes(ticket_id=ticket_id)
@@ -135,17 +132,6 @@ def note_event(
             update: dict[str, object] = {"summary": summarize(ticket), "premium": ticket.premium}
             if notes.severity is None:
                 update["severity"] = ticket.severity
-            if notes.due_at is None and policy is not None:
-                from services.sla_timer.policy import deadlines_for_ticket
-
-                found = deadlines_for_ticket(policy, ticket)
-                if found is not None:
-                    update |= {
-                        "guaranteed": found.guaranteed,
-                        "policy_rule": found.rule,
-                        "started_at": found.started_at,
-                        "due_at": found.due_at,
-                    }
             return notes.model_copy(update=update)
         case SlaScheduled() | SlaWarning() | SlaBreached() | SlaMet():
             update = {

@@ -13,6 +13,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from services.common.weekdays import WEEKDAYS
 from services.notifier.oncall_model import (
     GenericWebhook,
     Handoff,
@@ -25,7 +26,6 @@ from services.notifier.oncall_model import (
 )
 from services.notifier.oncall_rules import TEAM, Channels, NotifyRule, NotifyRules, TeamChannel
 from services.runtime.yaml_files import ConfigFileError, YamlInvalid, validate_yaml
-from services.sla_timer.calendar_model import WEEKDAYS
 
 __all__ = [
     "TEAM",

@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from services.common.durations import format_duration, parse_duration
+from services.common.weekdays import WEEKDAYS, Weekday
 from services.notifier.oncall_rules import (
     TEAM,
     Channels,
@@ -45,8 +47,6 @@ from services.notifier.oncall_rules import (
     check_url,
 )
 from services.runtime.yaml_files import LocatedError
-from services.sla_timer.calendar_model import WEEKDAYS, Weekday
-from services.sla_timer.durations import format_duration, parse_duration
 
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 

@@ -25,7 +25,6 @@ from services.runtime.events import now_utc, parse_event
 from services.runtime.failures import dead_letter
 from services.runtime.messages import Inbound, Outgoing
 from services.runtime.names import Names
-from services.sla_timer.policy import Policy
 
 SERVICE = "notifier"
 
@@ -36,7 +35,6 @@ class Notifier:
         ledger: Ledger,
         deliverer: Deliverer,
         names: Names,
-        policy: Policy | None = None,
         clock: Callable[[], datetime] = now_utc,
         digests: DigestQueue | None = None,
         metrics: NotifierMetrics | None = None,
@@ -46,14 +44,13 @@ class Notifier:
         self.ledger = ledger
         self.deliverer = deliverer
         self.names = names
-        self.policy = policy
         self.now = clock
 
     def handle(self, inbound: Inbound) -> list[Outgoing]:
         event, data = parse_event(inbound)
         before = self.ledger.notes(event.subject)
         notifications = decide_event(event, before, self.deliverer.oncall)
-        notes = record_pages(note_event(before, data, policy=self.policy), notifications)
+        notes = record_pages(note_event(before, data), notifications)
         self.ledger.save_notes(notes)
         outputs: list[Outgoing] = []
         failed: list[tuple[Notification, PipelineError]] = []

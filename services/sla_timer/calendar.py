@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 from services.runtime.yaml_files import LocatedError
+from services.common.weekdays import WEEKDAYS, Weekday
 from services.sla_timer.calendar_model import (
-    WEEKDAYS,
     BusinessCalendar,
     DayKind,
     HolidaySource,
     Interval,
-    Weekday,
     day_status,
     local_midnight,
     open_intervals,

@@ -23,10 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays as holidays_lib
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from services.common.weekdays import WEEKDAYS, Weekday
 from services.runtime.yaml_files import LocatedError
 
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DayKind = Literal["weekend", "holiday", "closed"]
 _HHMM = re.compile(r"^(\d{1,2}):([0-5]\d)$")
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -21,7 +20,10 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from services.common.store_engine import engine_for, reading, utc
 from services.runtime.outbox import OutboxRow
+
+__all__ = ["ClockStore", "engine_for", "reading"]
 
 SCHEMA_VERSION = 1
 metadata = sa.MetaData()
@@ -65,42 +67,6 @@ outbox = sa.Table(
     sa.Index("ix_sla_outbox_unsent", "sent_at", "id"),
 )
 schema_info = sa.Table("sla_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
-
-
-def engine_for(url: str | None) -> Engine:
-    """`postgresql://...` as given; anything else is a SQLite file path (default
-    ./sla_timer.db), opened in WAL mode."""
-    if url and url.startswith(("postgresql://", "postgresql+psycopg://")):
-        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=5)
-    path = Path(url or "sla_timer.db").expanduser()
-    engine = sa.create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
-    )
-
-    @sa.event.listens_for(engine, "connect")
-    def _wal(dbapi_conn: Any, _: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-        # NOTE: pysqlite starts a transaction only at the first write, so a read-then-
-        # write (scheduler vs consume loop on one clock) could act on a stale copy.
-        # Take the write lock when the transaction begins instead.
-        dbapi_conn.isolation_level = None
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    # NOTE: SQLite hands back naive datetimes; everything stored is UTC.
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class ClockStore:
@@ -252,7 +218,7 @@ class ClockStore:
     # -- reads ------------------------------------------------------------------------------
     def next_due(self) -> datetime | None:
         with self.engine.connect() as conn:
-            return _utc(conn.execute(sa.select(sa.func.min(clocks.c.next_fire_at))).scalar())
+            return utc(conn.execute(sa.select(sa.func.min(clocks.c.next_fire_at))).scalar())
 
     def get(self, ticket_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

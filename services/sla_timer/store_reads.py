@@ -8,32 +8,15 @@ Used by the notifier's ledger too (same engines).
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from services.common.store_engine import fetch, ping
 from services.sla_timer.store import clocks
 
+__all__ = ["OPEN_STATES", "open_clock_counts", "ping"]
+
 OPEN_STATES = ("running", "breached")  # not yet met, responded to, exempted or resolved
-
-
-def _fetch(engine: Engine, sql: str) -> list[Any]:
-    conn = engine.raw_connection()  # PostgreSQL: pool_pre_ping reconnects or raises
-    try:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-    finally:
-        conn.close()  # back to the pool, which rolls back whatever was begun
-
-
-def ping(engine: Engine) -> None:
-    """Raise unless the store answers a query."""
-    _fetch(engine, "SELECT 1")
 
 
 def open_clock_counts(engine: Engine) -> dict[str, int]:
@@ -46,5 +29,5 @@ def open_clock_counts(engine: Engine) -> dict[str, int]:
     # Constants only (the open states), so inlining them is safe and dialect-correct.
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     counts = {state: 0 for state in OPEN_STATES}
-    counts.update({str(state): int(count) for state, count in _fetch(engine, sql)})
+    counts.update({str(state): int(count) for state, count in fetch(engine, sql)})
     return counts

@@ -29,7 +29,6 @@ from services.notifier.decisions import Notification, decide, decide_event
 from services.notifier.digest import digest_due
 from services.notifier.notes import TicketNotes, excerpt, note_event, record_pages
 from services.notifier.oncall import OnCall, OnCallError, parse_oncall
-from services.sla_timer.policy import load_policy
 
 TID = "T-email-0207b44e3d661cc0"
 T0 = datetime(2026, 11, 27, 9, 58, 2, tzinfo=UTC)
@@ -297,13 +296,12 @@ def test_event_type_must_match_the_data(oncall: OnCall) -> None:
 
 
 def test_notes_follow_the_events() -> None:
-    policy = load_policy()
-    notes = note_event(None, TicketOpened(ticket=ticket()), policy=policy)
-    assert notes.due_at == T0 + timedelta(minutes=30) and notes.guaranteed
+    notes = note_event(None, TicketOpened(ticket=ticket()))
+    assert notes.due_at is None  # deadlines come from sla_timer's events, not a policy here
     assert notes.summary is not None and notes.summary.subject == "Login outage"
     assert notes.summary.excerpt.startswith("Nobody on our team")
     notes = note_event(notes, sla(SlaScheduled, "standard"))
-    assert notes.severity == "standard"
+    assert notes.severity == "standard" and notes.due_at is not None and notes.guaranteed
     notes = note_event(
         notes, TicketReclassified(ticket_id=TID, at=NOW, severity="business_critical")
     )

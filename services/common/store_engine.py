@@ -1,0 +1,89 @@
+"""The store engine both stateful services use: SQLite (WAL) by default, PostgreSQL to
+share between replicas. Each service owns its own tables; only the engine is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+READ_ONLY = "premium_support_read_only"  # execution option: BEGIN DEFERRED on SQLite
+
+
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(POSTGRES_SCHEMES)
+
+
+def engine_for(url: str | None, default: str = "sla_timer.db") -> Engine:
+    """`postgresql://...` as given; anything else is a SQLite file path (`default` when
+    unset), opened in WAL mode."""
+    if url and is_postgres_url(url):
+        rest = url.partition("://")[2]
+        return sa.create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=5)
+    path = Path(url or default).expanduser()
+    engine = sa.create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_conn: Any, _: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+        # NOTE: pysqlite starts a transaction only at the first write, so a read-then-
+        # write (scheduler vs consume loop on one clock) could act on a stale copy.
+        # Take the write lock when the transaction begins instead.
+        dbapi_conn.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        # A reader (`reading`) under WAL neither takes nor waits for the write lock.
+        deferred = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: on SQLite it never holds the write lock, so a reader
+    (an outbox relay, a status probe) never makes a writer wait."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{READ_ONLY: True})
+        with conn.begin():
+            yield conn
+
+
+def fetch(engine: Engine, sql: str) -> list[Any]:
+    """Rows of one raw statement, outside SQLAlchemy's transaction handling (autocommit on
+    SQLite: under WAL a reader neither blocks nor waits for the writer)."""
+    conn = engine.raw_connection()  # PostgreSQL: pool_pre_ping reconnects or raises
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    finally:
+        conn.close()  # back to the pool, which rolls back whatever was begun
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the store answers a query."""
+    fetch(engine, "SELECT 1")
+
+
+def utc(value: datetime | None) -> datetime | None:
+    # NOTE: SQLite hands back naive datetimes; everything stored is UTC.
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
