@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
-from services.runtime.yaml_files import LocatedError
 from services.common.weekdays import WEEKDAYS, Weekday
+from services.runtime.yaml_files import LocatedError
 from services.sla_timer.calendar_model import (
     BusinessCalendar,
     DayKind,
