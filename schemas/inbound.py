@@ -2,19 +2,82 @@
 
 Unknown extra fields are allowed and kept (intake copies them into the ticket's
 `source` block); a missing or mistyped known field is a schema violation.
+
+Every timestamp is a `Timestamp`: RFC 3339 with an offset, and a year (as written, in
+its own offset) from 2000 to 2100. A value outside that range, including one no
+datetime can hold (year 10000, a unix time past 9999), fails with the error type
+`invalid_timestamp`, which intake dead-letters under that reason; an unreadable or
+zone-less value is an ordinary schema violation.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 TICKET_ID_PATTERN = r"^T-(chat|email|phone)-[0-9a-f]{16}$"
 
 SourceId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=998)]
 TicketId = Annotated[str, StringConstraints(pattern=TICKET_ID_PATTERN)]
 Severity = Literal["business_critical", "standard"]
+
+MIN_YEAR = 2000
+MAX_YEAR = 2100
+INVALID_TIMESTAMP = "invalid_timestamp"
+_LEADING_YEAR = re.compile(r"([+-]?[0-9]{4,})-")
+
+
+def timestamp_problem(value: datetime) -> str | None:
+    """Why `value` is no plausible timestamp, or None when its year is in range."""
+    if MIN_YEAR <= value.year <= MAX_YEAR:
+        return None
+    return f"year {value.year} is outside {MIN_YEAR}-{MAX_YEAR}"
+
+
+def _invalid(problem: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        INVALID_TIMESTAMP, "implausible timestamp: {problem}", {"problem": problem}
+    )
+
+
+def _bounded(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
+    # The year is read off the text first: pydantic cannot parse year 10000 at all.
+    if isinstance(value, str) and (match := _LEADING_YEAR.match(value)):
+        year = int(match.group(1))
+        if not MIN_YEAR <= year <= MAX_YEAR:
+            raise _invalid(f"year {year} is outside {MIN_YEAR}-{MAX_YEAR}")
+    try:
+        parsed: datetime = handler(value)
+    except ValidationError as exc:
+        # A number pydantic cannot turn into an instant (past 9999, NaN, inf) is absurd,
+        # not malformed: JSON has no other way to be wrong about it.
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and all(err["type"] == "datetime_parsing" for err in exc.errors()):
+            raise _invalid(f"{value!r} is no instant between {MIN_YEAR} and {MAX_YEAR}") from None
+        raise
+    if (problem := timestamp_problem(parsed)) is not None:
+        raise _invalid(problem)
+    return parsed
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    WrapValidator(_bounded),
+    Field(description=f"RFC 3339 with offset; the year must be {MIN_YEAR}-{MAX_YEAR}"),
+]
 
 
 class _Inbound(BaseModel):
@@ -29,7 +92,7 @@ class ChatVisitor(_Inbound):
 
 class ChatMessage(_Inbound):
     from_: Literal["visitor", "agent", "bot", "system"] = Field(alias="from")
-    at: AwareDatetime
+    at: Timestamp
     text: str = Field(max_length=100_000)
 
 
@@ -38,7 +101,7 @@ class ChatRequest(_Inbound):
 
     conversation_id: SourceId
     portal_id: int
-    started_at: AwareDatetime
+    started_at: Timestamp
     visitor: ChatVisitor
     messages: list[ChatMessage] = Field(min_length=1)
     language: str | None = None
@@ -59,7 +122,7 @@ class EmailForm(_Inbound):
     subject: str = ""
     text: str | None = None
     html: str | None = None
-    received_at: AwareDatetime
+    received_at: Timestamp
     in_reply_to: str | None = None
     references: list[str] = Field(default_factory=list)
     form: EmailFormFlags | None = None
@@ -78,14 +141,14 @@ class PhoneRequest(_Inbound):
     kind: Literal["callback_request", "inbound_call"]
     caller_number: str | None = None
     caller_user_id: str | None = None
-    requested_at: AwareDatetime
+    requested_at: Timestamp
     ivr: PhoneIvr | None = None
     transcript: str | None = None
 
 
 class _Update(_Inbound):
     ticket_id: TicketId
-    at: AwareDatetime
+    at: Timestamp
 
 
 class FirstResponse(_Update):

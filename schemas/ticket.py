@@ -11,6 +11,7 @@ from schemas.inbound import Severity, TicketId
 Channel = Literal["chat", "email", "phone"]
 SubmitterRole = Literal["super_admin", "user", "unknown"]
 CallKind = Literal["callback_request", "inbound_call"]
+TimestampNote = Literal["future_beyond_skew"]
 
 
 class _Canonical(BaseModel):
@@ -54,6 +55,22 @@ class Ticket(_Canonical):
     text: str = ""
     language: str | None = None
     created_at: AwareDatetime = Field(description="When the customer submitted it: the SLA start")
+    # NOTE: the two fields below are left out of the JSON while unset, so a ticket whose
+    # create time was taken as sent serializes as it did before they existed.
+    reported_created_at: AwareDatetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The create time the source sent, kept when created_at is not it",
+    )
+    timestamp_note: TimestampNote | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Why created_at is not the source's create time: future_beyond_skew (it lay "
+            "beyond intake's clock plus MAX_CLOCK_SKEW_S, so the clock starts when intake "
+            "received the request)"
+        ),
+    )
     triage_hints: list[TriageHint] = Field(default_factory=list)
     attachments: list[Attachment] = Field(default_factory=list)
     source: dict[str, Any] = Field(

@@ -61,9 +61,15 @@ def run(
         raise typer.BadParameter(
             f"unknown service {service!r}; choose from {', '.join(SERVICES)}, all"
         )
+    from services.runtime.yaml_files import ConfigFileError
+
     settings = RuntimeSettings()
     configure_logging(settings.log_format, settings.log_level)
-    specs, settings = _specs(service)
+    try:
+        specs, settings = _specs(service)
+    except ConfigFileError as exc:  # e.g. no ACCOUNTS_FILE, or a file with a mistake
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     run_services(specs, settings)
 
 

@@ -1,16 +1,30 @@
-"""The accounts directory (ACCOUNTS_FILE): who is a designated Super Admin of which portal."""
+"""The accounts directory (ACCOUNTS_FILE): who is a designated Super Admin of which portal.
+
+A file that cannot be used raises AccountsError (a ConfigFileError) naming the file, the
+line and the problem, at start, never later on a message.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.ticket import SubmitterRole
 from services.intake.contacts import normalize_phone_number
 from services.runtime.errors import PermanentError
+from services.runtime.yaml_files import (
+    ConfigFileError,
+    YamlInvalid,
+    YamlProblem,
+    parse,
+    validate_yaml,
+)
+
+
+class AccountsError(ConfigFileError):
+    """An accounts directory that cannot be used (or none given where one is needed)."""
 
 
 class Contact(BaseModel):
@@ -77,15 +91,28 @@ class AccountsDirectory:
         self._by_portal = {account.portal_id: account for account in accounts}
 
     @classmethod
-    def load(cls, path: Path | None) -> AccountsDirectory:
-        """Fails at start with the file and the problem, never later on a message."""
-        if path is None:
-            return cls([])
+    def load(cls, path: Path | str) -> AccountsDirectory:
+        """Read and validate the file; AccountsError names the file, line and problem.
+        An empty file is an empty directory."""
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            return cls(AccountsFile.model_validate(raw).accounts)
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
-            raise ValueError(f"accounts file {path}: {exc}") from exc
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AccountsError(
+                str(path), [(None, f"cannot read the accounts file: {exc}")]
+            ) from None
+        try:
+            if parse(text)[0] is None:  # empty, or only comments
+                return cls([])
+            loaded = validate_yaml(AccountsFile, text, "a mapping with accounts")
+        except YamlProblem as exc:
+            raise AccountsError(str(path), [(exc.line, exc.message)]) from None
+        except YamlInvalid as exc:
+            raise AccountsError(str(path), exc.problems) from None
+        return cls(loaded.accounts)
+
+    @property
+    def account_count(self) -> int:
+        return len(self._by_portal)
 
     def account(self, portal_id: int | None) -> Account | None:
         return None if portal_id is None else self._by_portal.get(portal_id)

@@ -1,20 +1,28 @@
 """Intake's edge: bytes and content types in, canonical events out.
 
 Everything that can be wrong with an inbound message becomes a PermanentError with a
-specific reason here, so the runtime dead-letters it with that reason.
+specific reason here, so the runtime dead-letters it with that reason: a timestamp
+outside the years 2000-2100 is `invalid_timestamp` (see services/intake/timestamps.py),
+any other mismatch with the model a `schema_violation`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.events import CloudEvent
-from schemas.inbound import ChatRequest, EmailForm, HelpdeskUpdate, PhoneRequest
+from schemas.inbound import (
+    INVALID_TIMESTAMP,
+    ChatRequest,
+    EmailForm,
+    HelpdeskUpdate,
+    PhoneRequest,
+)
 from services.intake.accounts import AccountsDirectory
 from services.intake.helpdesk import normalize_helpdesk
 from services.intake.mime import parse_mime
@@ -25,6 +33,7 @@ from services.intake.normalize import (
     normalize_phone,
     normalize_raw_email,
 )
+from services.intake.timestamps import DEFAULT_MAX_SKEW
 from services.runtime.errors import PermanentError
 from services.runtime.messages import Inbound, Outgoing
 
@@ -60,6 +69,10 @@ def _validation_error(exc: ValidationError, what: str) -> PermanentError:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}" for err in errors[:5]
     )
+    # Only implausible timestamps and nothing else wrong: say so; mixed with other
+    # problems it is a schema violation (whose x-error lists the timestamp too).
+    if all(err["type"] == INVALID_TIMESTAMP for err in errors):
+        return PermanentError(f"{what}: {problems}", reason=INVALID_TIMESTAMP)
     return PermanentError(f"{what}: {problems}", reason="schema_violation")
 
 
@@ -87,10 +100,12 @@ class IntakeHandlers:
         directory: AccountsDirectory,
         phone_region: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_clock_skew: timedelta = DEFAULT_MAX_SKEW,
     ) -> None:
         self._directory = directory
         self._region = phone_region
         self._clock = clock
+        self._max_skew = max_clock_skew
 
     def routes(self) -> dict[str, Callable[[Inbound], list[Outgoing]]]:
         return {
@@ -109,7 +124,7 @@ class IntakeHandlers:
         return handle
 
     def _ctx(self, inbound: Inbound) -> Context:
-        return Context(self._directory, correlation_id(inbound), self._clock())
+        return Context(self._directory, correlation_id(inbound), self._clock(), self._max_skew)
 
     def chat(self, inbound: Inbound) -> list[CloudEvent]:
         return normalize_chat(
@@ -130,4 +145,4 @@ class IntakeHandlers:
 
     def helpdesk(self, inbound: Inbound) -> list[CloudEvent]:
         update = _parse(inbound, _HELPDESK.validate_json, "helpdesk update")
-        return normalize_helpdesk(update, correlation_id(inbound), self._clock())
+        return normalize_helpdesk(update, correlation_id(inbound), self._clock(), self._max_skew)

@@ -1,7 +1,9 @@
 """Parse a raw inbound email (message/rfc822) into the fields intake needs.
 
 Everything that cannot be understood as an email raises
-`PermanentError(reason="invalid_mime")`; no other exception escapes `parse_mime`.
+`PermanentError(reason="invalid_mime")`, a `Date` header whose year is outside 2000-2100
+(even one no datetime can hold, like 10000) `PermanentError(reason="invalid_timestamp")`;
+no other exception escapes `parse_mime`. An unreadable `Date` is no date (None).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from datetime import datetime, timedelta, timezone
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
+from email.utils import parsedate_tz
 
+from schemas.inbound import INVALID_TIMESTAMP, MAX_YEAR, MIN_YEAR
 from schemas.ticket import Attachment
 from services.intake.html_text import html_to_text
 from services.intake.mime_parts import (
@@ -126,13 +130,25 @@ def _parse(raw: bytes) -> ParsedEmail:
         subject=subject,
         text=text,
         html=html,
-        date=to_datetime(dates[0]) if dates else None,
+        date=_sent_at(dates[0]) if dates else None,
         portal_id=_portal_id(msg, [a for _, a in by_header["Delivered-To"]] + recipients),
         business_critical=(header(msg, "X-Business-Critical") or "").lower() in _TRUE,
         attachments=body.attachments,
         forwarded=body.forwarded or _inline_forward(text, subject),
         language=header(msg, "Content-Language") or body.language,
     )
+
+
+def _sent_at(value: str) -> datetime | None:
+    """The Date header: the email's create time. Its year is checked on the parsed
+    fields, before a datetime exists: year 10000 is implausible, not unreadable."""
+    fields = parsedate_tz(value)
+    if fields is not None and not MIN_YEAR <= fields[0] <= MAX_YEAR:
+        raise PermanentError(
+            f"Date header {value!r}: year {fields[0]} is outside {MIN_YEAR}-{MAX_YEAR}",
+            reason=INVALID_TIMESTAMP,
+        )
+    return to_datetime(value)
 
 
 def _message_id(msg: Message, raw: bytes) -> str:

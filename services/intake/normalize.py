@@ -1,25 +1,33 @@
 """Pure normalization: one inbound payload -> canonical events. No broker, no clock.
 
-`now` is the event time; ids are derived from what the customer sent, so the same
-input always yields the same ticket id and the same event ids.
+`now` is the event time and intake's clock for bounding the customer's create time (a
+create time beyond `now + max_skew` starts the SLA clock at `now`, see
+services/intake/timestamps.py); ids are derived from what the customer sent, so the
+same input always yields the same ticket id and the same event ids.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
 from schemas.events import CloudEvent, EventData, TicketOpened, TicketUpdated, make_event
 from schemas.inbound import ChatRequest, EmailForm, PhoneRequest
-from schemas.ticket import Attachment, CallKind, Channel, Submitter, Ticket
+from schemas.ticket import Attachment, CallKind, Channel, Submitter, Ticket, TimestampNote
 from services.intake.accounts import AccountsDirectory, Identity
 from services.intake.contacts import normalize_email_address, normalize_phone_number
 from services.intake.html_text import html_to_text
 from services.intake.ids import thread_root, ticket_id
 from services.intake.mime import ParsedEmail
+from services.intake.timestamps import (
+    DEFAULT_MAX_SKEW,
+    bound_future,
+    require_plausible,
+    warn_clamped,
+)
 from services.intake.triage import triage_hints
 
 SERVICE = "intake"
@@ -51,13 +59,26 @@ class Context:
     directory: AccountsDirectory
     correlation_id: str
     now: datetime
+    max_skew: timedelta = DEFAULT_MAX_SKEW
+
+    def bounded(
+        self, reported: datetime, what: str, tid: str
+    ) -> tuple[datetime, TimestampNote | None]:
+        """(the time to use for `reported`, why it is not `reported` or None)."""
+        used, note = bound_future(reported, self.now, self.max_skew)
+        if note is not None:
+            warn_clamped(what, tid, reported, self.now, self.max_skew)
+        return used, note
 
 
-def build_ticket(req: Request, directory: AccountsDirectory) -> Ticket:
+def build_ticket(req: Request, ctx: Context) -> Ticket:
+    directory = ctx.directory
     account = directory.account(req.portal_id)
     role = directory.role(account, req.who)
+    tid = ticket_id(req.channel, req.thread_id)
+    created_at, note = ctx.bounded(req.created_at, "created_at", tid)
     return Ticket(
-        ticket_id=ticket_id(req.channel, req.thread_id),
+        ticket_id=tid,
         channel=req.channel,
         portal_id=req.portal_id,
         account_name=account.name if account else None,
@@ -76,7 +97,9 @@ def build_ticket(req: Request, directory: AccountsDirectory) -> Ticket:
         subject=req.subject,
         text=req.text[:MAX_TEXT],
         language=req.language,
-        created_at=req.created_at,
+        created_at=created_at,
+        reported_created_at=req.created_at if note else None,
+        timestamp_note=note,
         triage_hints=triage_hints(req.subject, req.text),
         attachments=req.attachments,
         source=req.source,
@@ -95,16 +118,17 @@ def _event(data: EventData, subject: str, cause: str, ctx: Context) -> CloudEven
 
 
 def opened(req: Request, ctx: Context) -> CloudEvent:
-    ticket = build_ticket(req, ctx.directory)
+    ticket = build_ticket(req, ctx)
     return _event(TicketOpened(ticket=ticket), ticket.ticket_id, "opened", ctx)
 
 
 def updated(req: Request, ctx: Context, cause: str) -> CloudEvent:
     tid = ticket_id(req.channel, req.thread_id)
+    at, _ = ctx.bounded(req.created_at, "at", tid)  # `cause` keeps the reported time
     data = TicketUpdated(
         ticket_id=tid,
         channel=req.channel,
-        at=req.created_at,
+        at=at,
         author=req.who.email or req.who.phone or req.who.user_id,
         text=req.text[:MAX_TEXT],
         attachments=req.attachments,
@@ -203,6 +227,9 @@ def normalize_email_form(p: EmailForm, ctx: Context) -> list[CloudEvent]:
 
 
 def normalize_raw_email(mail: ParsedEmail, received_at: datetime, ctx: Context) -> list[CloudEvent]:
+    """The Date header is the create time; without a readable one, `received_at`."""
+    if mail.date is not None:
+        require_plausible(mail.date, "Date header")
     fwd = mail.forwarded
     source: dict[str, Any] = {"message_id": mail.message_id, "recipients": mail.recipients}
     if fwd is not None:

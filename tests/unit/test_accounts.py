@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from services.intake.accounts import Account, AccountsDirectory, Contact, Identity
+from services.intake.accounts import (
+    Account,
+    AccountsDirectory,
+    AccountsError,
+    Contact,
+    Identity,
+)
+from services.runtime.yaml_files import ConfigFileError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "accounts.yaml"
@@ -51,8 +58,10 @@ def test_unknown_and_missing_portals(directory: AccountsDirectory) -> None:
     assert directory.account(None) is None
 
 
-def test_no_file_and_empty_file_give_an_empty_directory(tmp_path: Path) -> None:
-    for loaded in (AccountsDirectory.load(None), AccountsDirectory.load(write(tmp_path, ""))):
+def test_an_empty_file_gives_an_empty_directory(tmp_path: Path) -> None:
+    for text in ("", "# nobody bought Premium Support yet\n"):
+        loaded = AccountsDirectory.load(write(tmp_path, text))
+        assert loaded.account_count == 0
         assert loaded.account(4411) is None
         assert loaded.portal_of(Identity(email="ana@acme.example")) is None
 
@@ -79,7 +88,7 @@ def test_defaults(tmp_path: Path) -> None:
         ),
         ("acounts:\n  - {portal_id: 4411, name: Acme}\n", "acounts"),
         ("accounts:\n  - {portal_id: acme, name: Acme}\n", "portal_id"),
-        ("- {portal_id: 4411, name: Acme}\n", "dictionary"),
+        ("- {portal_id: 4411, name: Acme}\n", "expected a mapping with accounts"),
         (
             "accounts:\n  - portal_id: 4411\n    name: Acme\n    super_admins:\n"
             "      - {user_id: u-19, phone: +31205550134}\n",
@@ -97,26 +106,40 @@ def test_defaults(tmp_path: Path) -> None:
         "unquoted-phone",
     ],
 )
-def test_malformed_file_raises_value_error_naming_the_file(
+def test_malformed_file_raises_an_accounts_error_naming_the_file_and_line(
     tmp_path: Path, text: str, problem: str
 ) -> None:
     path = write(tmp_path, text)
 
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(AccountsError) as info:
         AccountsDirectory.load(path)
 
     message = str(info.value)
-    assert str(path) in message
+    assert message.startswith(f"{path}, line ")
     assert problem in message
+    assert isinstance(info.value, ConfigFileError)  # the CLI reports these in one line
 
 
-def test_missing_file_raises_value_error_naming_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "nope.yaml"
+def test_the_line_points_at_the_mistake(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "accounts:\n  - portal_id: 4411\n    name: Acme\n  - portal_id: 5522\n"
+        "    name: Globex\n    premium: true\n",
+    )
 
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(AccountsError) as info:
         AccountsDirectory.load(path)
 
-    assert str(path) in str(info.value)
+    assert str(info.value) == f"{path}, line 6: accounts[1].premium: unknown key 'premium'"
+
+
+def test_missing_file_raises_an_accounts_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+
+    with pytest.raises(AccountsError) as info:
+        AccountsDirectory.load(path)
+
+    assert str(info.value).startswith(f"{path}: cannot read the accounts file")
 
 
 # --- roles ------------------------------------------------------------------------------

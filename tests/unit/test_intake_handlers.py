@@ -493,7 +493,13 @@ def test_valid_chat_payloads_always_open_a_ticket(
     ticket = TicketOpened.model_validate(opened.data).ticket
     assert ticket.channel == "chat"
     assert ticket.portal_id == payload["portal_id"]
-    assert ticket.created_at == datetime.fromisoformat(payload["started_at"])
+    started = datetime.fromisoformat(payload["started_at"])
+    if started > FIXED + timedelta(minutes=5):  # from the future: the clock starts now
+        assert (ticket.created_at, ticket.reported_created_at) == (FIXED, started)
+        assert ticket.timestamp_note == "future_beyond_skew"
+    else:
+        assert (ticket.created_at, ticket.reported_created_at) == (started, None)
+        assert ticket.timestamp_note is None
     assert ticket.severity == (
         "business_critical" if payload.get("business_critical") else "standard"
     )
