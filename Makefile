@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/intake_throughput.py
+bench-e2e: $(STAMP) ; $(PY) bench/e2e_latency.py $(BENCH_ARGS)
 
 schemas: $(STAMP)
 	$(VENV)/bin/premium-support schemas export
