@@ -4,6 +4,8 @@ share between replicas. Each service owns its own tables; only the engine is sha
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -87,3 +89,53 @@ def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class LeaderLock:
+    """Whether this process holds `key` among the processes sharing a PostgreSQL store: a
+    session advisory lock on a connection of its own, released when the process (or its
+    connection) dies, so another replica takes over. Always held on SQLite, where one
+    process owns the file."""
+
+    RECHECK_S = 1.0
+
+    def __init__(self, engine: Engine, key: int) -> None:
+        self.engine = engine
+        self.key = key
+        self._conn: Connection | None = None
+        self._checked = 0.0
+
+    def __call__(self) -> bool:
+        if engine_is_sqlite(self.engine):
+            return True
+        now = time.monotonic()
+        if self._conn is not None and now - self._checked < self.RECHECK_S:
+            return True
+        self._checked = now
+        try:
+            if self._conn is None:
+                conn = self.engine.connect()
+                held = conn.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar()
+                conn.commit()
+                if not held:
+                    conn.close()
+                    return False
+                self._conn = conn
+            else:
+                self._conn.execute(sa.text("SELECT 1"))
+                self._conn.commit()
+            return True
+        except sa.exc.SQLAlchemyError:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._conn.invalidate()  # ends the session, and the lock with it
+                self._conn.close()
+            self._conn = None
+
+
+def engine_is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"

@@ -74,6 +74,7 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
     return ServiceSpec(
         name="notifier",
         handlers=handlers,
+        queues=("notifier_urgent", "notifier"),
         workers=(worker.run,),
         metrics=metrics.registry,
         health={"store": lambda: ping(ledger.engine), "worker": worker.check_alive},

@@ -18,7 +18,7 @@ from services.runtime.logging import configure_logging
 
 dlq_app = typer.Typer(
     help="Dead letters: list, show, replay, purge. QUEUE is a service queue "
-    "(intake.inbound, sla_timer.events, notifier.events) or its .dead queue."
+    "(intake.inbound, sla_timer.events, notifier.urgent, notifier.events) or its .dead queue."
 )
 QueueArg = Annotated[
     str, typer.Argument(metavar="QUEUE", help="e.g. intake.inbound or intake.inbound.dead")

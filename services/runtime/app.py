@@ -16,7 +16,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from services.runtime.amqp_transport import BufferedTransport
 from services.runtime.config import RuntimeSettings
-from services.runtime.consumer import ConsumeLoop, Handler
+from services.runtime.consumer import BatchHandler, ConsumeLoop, Handler
 from services.runtime.errors import ConnectionLost
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.names import Names
@@ -42,6 +42,13 @@ class ServiceSpec:
     metrics: CollectorRegistry | None = None
     # Named checks for /healthz beside `broker` (e.g. `store`); each raises when unhealthy.
     health: Mapping[str, HealthCheck] = field(default_factory=dict)
+    # Handles a turn's worth of deliveries at once (one store transaction, one multiple
+    # ack); when set it takes every delivery and `handlers` is not used.
+    batch_handler: BatchHandler | None = None
+    # The service's queues (keys of names.SERVICE_BINDINGS), each read by a consume loop
+    # of its own on its own connection and thread, so one queue's backlog never delays
+    # another's deliveries (the notifier's page-worthy events). Default: `name`.
+    queues: tuple[str, ...] = ()
 
 
 def connection_factory(
@@ -92,10 +99,19 @@ class ServiceRunner:
     """Runs one service's consume loop until `stop` is set, reconnecting as needed."""
 
     def __init__(
-        self, spec: ServiceSpec, settings: RuntimeSettings, metrics: RuntimeMetrics
+        self,
+        spec: ServiceSpec,
+        settings: RuntimeSettings,
+        metrics: RuntimeMetrics,
+        queue: str | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
+        self.queue = queue or spec.name
+        # The first queue's runner also runs the service's workers and registers metrics.
+        self.primary = self.queue == (spec.queues or (spec.name,))[0]
+        label = spec.name if self.queue == spec.name else self.queue.replace("_", ".")
+        self.label = label
         self.stop = threading.Event()
         self.publisher = ConfirmedPublisher(
             connect=lambda: self._publisher_connection(),
@@ -107,13 +123,15 @@ class ServiceRunner:
             spec.name,
             spec.handlers,
             settings,
-            connection_factory(settings, name=spec.name),
+            connection_factory(settings, name=label),
             self.publisher,
             metrics,
             dedup_inputs=spec.dedup_inputs,
+            batch_handler=spec.batch_handler,
+            queue=self.queue,
         )
         self._wait = wait_exponential_jitter(multiplier=0.5, max=15, jitter=0.5)
-        if spec.metrics is not None:
+        if spec.metrics is not None and self.primary:
             metrics.registry.register(spec.metrics)
 
     def health_checks(self) -> dict[str, HealthCheck]:
@@ -127,7 +145,7 @@ class ServiceRunner:
     def _publisher_connection(self) -> Connection:
         factory = connection_factory(
             self.settings,
-            name=f"{self.spec.name} publisher",
+            name=f"{self.label} publisher",
             on_blocked=self.publisher.on_blocked,
             on_unblocked=self.publisher.on_unblocked,
         )
@@ -136,37 +154,101 @@ class ServiceRunner:
     def run(self) -> None:
         workers = [
             threading.Thread(target=work, args=(self.stop,), name=f"{self.spec.name}-worker")
-            for work in self.spec.workers
+            for work in (self.spec.workers if self.primary else ())
         ]
         for worker in workers:
             worker.start()
-        self._consume_until_stopped()
-        for worker in workers:
-            worker.join(timeout=30)
+        try:
+            self._consume_until_stopped()
+        except BaseException as exc:
+            # Every Exception is retried inside; this is something else (SystemExit from
+            # a handler, ...). Say so, stop this service's workers, and end: run_services
+            # sees the thread gone and exits non-zero, never 0.
+            log.critical("service.thread_died", service=self.spec.name, exc_info=exc)
+            self.stop.set()
+            raise
+        finally:
+            for worker in workers:
+                worker.join(timeout=30)
 
     def _consume_until_stopped(self) -> None:
+        """Consume, and after any failure reconnect with backoff, until `stop` is set.
+
+        Nothing ends this loop but `stop`: not the broker going away, not a bug in a
+        handler or the loop, not an error while releasing the broken connection (py-amqp
+        dispatches buffered deliveries while it closes, and their publishes fail on a
+        dead publisher). A broker that went away is tried again at most
+        `reconnect_max_s` apart, so it is used again within seconds of its return; other
+        failures (bugs) back off up to 15 s, loudly."""
+        reconnect_max_s = 2.0
+        healthy_after_s = 10.0  # consumed this long before failing: start backoff afresh
+
+        def release() -> None:
+            """Drop the consumer's and the publisher's connections; never raises.
+
+            While py-amqp closes a connection it dispatches the deliveries it still has
+            buffered, so a handler runs and its publish can fail (ConnectionLost, which
+            `suppress(*CONNECTION_ERRORS)` does not catch) in the middle of the close.
+            Each such failure used up at least one buffered frame, so trying again
+            finishes the close; the deliveries involved are unacked and come back."""
+            deadline = time.monotonic() + 10.0
+            for attempt in range(1, self.settings.prefetch + 3):
+                try:
+                    self.loop.drop_connection()
+                    break
+                except Exception as exc:
+                    if attempt == 1:
+                        log.warning(
+                            "connection.release_failed", service=self.spec.name, error=repr(exc)
+                        )
+                    if time.monotonic() > deadline:
+                        log.error(
+                            "connection.release_abandoned",
+                            service=self.spec.name,
+                            attempts=attempt,
+                            error=repr(exc),
+                        )
+                        break
+            try:
+                self.publisher.close()
+            except Exception as exc:
+                log.warning("publisher.close_failed", service=self.spec.name, error=repr(exc))
+
         failures = 0
         while not self.stop.is_set():
+            attempt_started = time.monotonic()
             try:
                 self._connect_and_consume()
                 failures = 0
+                continue
             except Exception as exc:
-                failures += 1
-                if not isinstance(exc, ConnectionLost):
-                    log.error("service.crashed", service=self.spec.name, exc_info=exc)
-                self.loop.drop_connection()
-                self.publisher.close()
-                delay = self._backoff(failures)
-                log.warning(
-                    "connection.lost", service=self.spec.name, error=str(exc), retry_in_s=delay
-                )
-                self.stop.wait(delay)
-        self.publisher.close()
+                error = exc
+            if self.loop.connected and time.monotonic() - attempt_started >= healthy_after_s:
+                failures = 0
+            failures += 1
+            broker_trouble = isinstance(error, (ConnectionLost, *CONNECTION_ERRORS))
+            if not broker_trouble:
+                log.error("service.crashed", service=self.spec.name, exc_info=error)
+            release()
+            delay = self._backoff(failures)
+            if broker_trouble:
+                delay = min(delay, reconnect_max_s)
+            log.warning(
+                "connection.lost", service=self.spec.name, error=str(error), retry_in_s=delay
+            )
+            self.stop.wait(delay)
+        try:
+            self.publisher.close()
+        except Exception as exc:  # stopping anyway; the broker drops it with the socket
+            log.warning("publisher.close_failed", service=self.spec.name, error=repr(exc))
         log.info("service.stopped", service=self.spec.name)
 
     def _connect_and_consume(self) -> None:
-        declare_topology(self.settings)
+        # NOTE: the publisher first: its connect fails within ~2 s while the broker is
+        # away; declare_topology's (ensure_connection(max_retries=3)) takes ~12 s to
+        # fail, which delayed every reconnect by as much after the broker came back.
         self.publisher.open()
+        declare_topology(self.settings)
         self.loop.start_consuming()
         log.info("service.consuming", service=self.spec.name, queue=self.spec.name)
         next_beat = 0.0
@@ -183,6 +265,16 @@ class ServiceRunner:
         return float(self._wait(state))
 
 
+def _service_checks(runners: list[ServiceRunner]) -> dict[str, HealthCheck]:
+    """One service's checks: `broker` fails while any of its consume loops is down."""
+
+    def broker() -> None:
+        for runner in runners:
+            runner.health_checks()["broker"]()
+
+    return {**runners[0].health_checks(), "broker": broker}
+
+
 def run_services(
     specs: list[ServiceSpec],
     settings: RuntimeSettings,
@@ -191,14 +283,26 @@ def run_services(
 ) -> list[ServiceRunner]:
     """Run each service in its own thread until SIGTERM/SIGINT (or `stop` is set);
     returns once all stopped. Meanwhile /metrics and /healthz are served for all of
-    them from one registry on METRICS_PORT (services.runtime.ops_http)."""
+    them from one registry on METRICS_PORT (services.runtime.ops_http).
+
+    A service thread never ends on its own (ServiceRunner.run retries every Exception).
+    If one dies anyway, the others are stopped and this raises SystemExit(1): the
+    process exits non-zero, with `service.died` logged, so its supervisor restarts it;
+    it never returns, and so never exits 0, while no stop was asked for."""
     metrics = RuntimeMetrics.create()
-    runners = [ServiceRunner(spec, settings, metrics) for spec in specs]
-    checks = {runner.spec.name: runner.health_checks() for runner in runners}
+    runners = [
+        ServiceRunner(spec, settings, metrics, queue)
+        for spec in specs
+        for queue in (spec.queues or (spec.name,))
+    ]
+    checks = {spec.name: _service_checks([r for r in runners if r.spec is spec]) for spec in specs}
     ops = serve_ops(settings, metrics.registry, checks)
+
+    requested = threading.Event()  # a stop asked for (signal or `stop`), not a death
 
     def stop_all(signum: int, _frame: Any) -> None:
         log.info("shutdown.requested", signal=signal.Signals(signum).name)
+        requested.set()
         for runner in runners:
             runner.stop.set()
 
@@ -208,14 +312,29 @@ def run_services(
     threads = [threading.Thread(target=r.run, name=r.spec.name, daemon=True) for r in runners]
     for thread in threads:
         thread.start()
+    died: list[str] = []
+    give_up_at = float("inf")  # after a death, how long the others get to stop
     try:
-        while any(t.is_alive() for t in threads):
+        while any(t.is_alive() for t in threads) and time.monotonic() < give_up_at:
             if stop is not None and stop.is_set():
+                requested.set()
+            dead = [t.name for t in threads if not t.is_alive()]
+            if dead and not requested.is_set():
+                died = dead
+                log.critical("service.died", services=dead, action="stopping the process")
+                requested.set()
+                give_up_at = time.monotonic() + 30.0
+            if requested.is_set():
                 for runner in runners:
                     runner.stop.set()
             for thread in threads:
                 thread.join(timeout=0.2)
+        if not requested.is_set():  # every thread ended, yet nobody asked them to
+            died = [t.name for t in threads]
+            log.critical("service.died", services=died, action="stopping the process")
     finally:
         if ops is not None:
             ops.stop()
+    if died:
+        raise SystemExit(f"service thread(s) died: {', '.join(died)}")
     return runners

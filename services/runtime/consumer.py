@@ -9,7 +9,6 @@ after a backoff while other deliveries keep flowing.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -35,7 +34,10 @@ from services.runtime.names import Names
 from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
 
 Handler = Callable[[Inbound], Sequence[Outgoing]]
-READ_BATCH = 96  # frames read before settling: three frames make one delivery
+# What a batch handler says of each input, in order: its outputs, or why it failed.
+Result = Sequence[Outgoing] | BaseException
+BatchHandler = Callable[[Sequence[Inbound]], Sequence[Result]]
+READ_BATCH = 300  # frames read before handling and settling: three frames make one delivery
 log = structlog.get_logger("runtime")
 
 
@@ -87,9 +89,15 @@ class ConsumeLoop:
         publisher: ConfirmedPublisher,
         metrics: RuntimeMetrics,
         dedup_inputs: bool = False,
+        batch_handler: BatchHandler | None = None,
+        queue: str | None = None,
     ) -> None:
         self.service = service
         self._handlers = dict(handlers)
+        self._batch_handler = batch_handler
+        self._queue_key = queue or service  # which of the service's queues this loop reads
+        self._arrived: list[Delivery] = []
+        self._releasing = False
         self._s = settings
         self._names = Names(settings.amqp_prefix)
         self._connect = connect
@@ -122,13 +130,17 @@ class ConsumeLoop:
         raise PermanentError(f"no handler for routing key {routing_key!r}", reason="no_handler")
 
     def _on_message(self, message: Any) -> None:
+        if self._releasing:
+            # NOTE: py-amqp may dispatch buffered deliveries while the connection closes;
+            # their tags die with the channel and the broker redelivers them.
+            return
         self._metrics.consumed.inc()
         self._acker.received(message)
         delivery = Delivery(message, to_inbound(message), self._generation)
         # NOTE: quorum queues count redeliveries; carry them so a crash loop stays bounded.
         count = delivery.inbound.headers.get("x-delivery-count", 0)
         delivery.attempts = count if isinstance(count, int) and count > 0 else 0
-        self._process(delivery)
+        self._arrived.append(delivery)
 
     def _on_undecodable(self, message: Any, exc: Exception) -> None:
         """kombu refused the message before our callback (e.g. an unknown compression
@@ -138,24 +150,56 @@ class ConsumeLoop:
         delivery.attempts = 1
         self._fail(delivery, PermanentError(f"undecodable message: {exc}", reason="undecodable"))
 
-    def _process(self, delivery: Delivery) -> None:
-        delivery.attempts += 1
-        inbound = delivery.inbound
-        try:
+    def _handle_arrived(self) -> None:
+        """Handle what arrived since the last turn as one batch (one store transaction in
+        a batch handler), then track each delivery's outputs."""
+        arrived, self._arrived = self._arrived, []
+        if arrived:
+            self._process(arrived)
+
+    def _process(self, deliveries: list[Delivery]) -> None:
+        todo: list[Delivery] = []
+        for delivery in deliveries:
+            delivery.attempts += 1
+            inbound = delivery.inbound
             if len(inbound.body) > self._s.max_message_bytes:
-                raise PermanentError(
-                    f"body is {len(inbound.body)} bytes, over {self._s.max_message_bytes}",
-                    reason="oversize",
-                )
-            if self._dedup_inputs and inbound.message_id in self._handled:
+                size = f"body is {len(inbound.body)} bytes, over {self._s.max_message_bytes}"
+                self._fail(delivery, PermanentError(size, reason="oversize"))
+            elif self._dedup_inputs and inbound.message_id in self._handled:
                 self._track(delivery, [], "duplicate")
-                return
-            started = time.perf_counter()
-            outputs = list(self._handler_for(inbound.routing_key)(inbound))
-            self._metrics.handler_seconds.observe(time.perf_counter() - started)
-        except Exception as exc:  # classified, logged and settled in _fail: never swallowed
-            self._fail(delivery, exc)
+            else:
+                todo.append(delivery)
+        if not todo:
             return
+        started = time.perf_counter()
+        results = self._run_handlers(todo)
+        each = (time.perf_counter() - started) / len(todo)  # a batch's cost, shared
+        for delivery, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                self._fail(delivery, result)
+            else:
+                self._metrics.handler_seconds.observe(each)
+                self._outputs(delivery, list(result))
+
+    def _run_handlers(self, todo: list[Delivery]) -> list[Result]:
+        if self._batch_handler is not None:
+            try:
+                results = list(self._batch_handler([d.inbound for d in todo]))
+            except Exception as exc:  # the batch as a whole failed (e.g. its transaction)
+                return [exc] * len(todo)
+            if len(results) != len(todo):
+                bug = RuntimeError(f"batch handler gave {len(results)} results for {len(todo)}")
+                return [bug] * len(todo)
+            return results
+        out: list[Result] = []
+        for delivery in todo:
+            try:
+                out.append(self._handler_for(delivery.inbound.routing_key)(delivery.inbound))
+            except Exception as exc:  # classified, logged and settled in _fail: never swallowed
+                out.append(exc)
+        return out
+
+    def _outputs(self, delivery: Delivery, outputs: list[Outgoing]) -> None:
         # Drop what was already confirmed; what is still in flight is waited for.
         fresh = [o for o in outputs if o.message_id not in self._published]
         deps = [self._pending_ids[o.message_id] for o in fresh if o.message_id in self._pending_ids]
@@ -192,8 +236,8 @@ class ConsumeLoop:
             log.error("handler.bug", service=self.service, exc_info=exc)
         dead = dead_letter(
             delivery.inbound,
-            queue=self._names.queue(self.service),
-            dead_letter_queue=self._names.dead_letter_queue(self.service),
+            queue=self._names.queue(self._queue_key),
+            dead_letter_queue=self._names.dead_letter_queue(self._queue_key),
             service=self.service,
             error=decision.error,
             attempts=delivery.attempts,
@@ -204,10 +248,13 @@ class ConsumeLoop:
 
     def _fire_due_retries(self) -> None:
         now = time.monotonic()
+        due: list[Delivery] = []
         while self._retries and self._retries[0][0] <= now:
             _, _, delivery = heapq.heappop(self._retries)
             if delivery.generation == self._generation:
-                self._process(delivery)
+                due.append(delivery)
+        if due:
+            self._process(due)
 
     # -- settling --------------------------------------------------------------------
     def _settle_ready(self) -> None:
@@ -296,7 +343,7 @@ class ConsumeLoop:
             channel = self._conn.channel()
             # NOTE: quorum queues refuse global (channel-wide) QoS: prefetch per consumer.
             channel.basic_qos(0, self._s.prefetch, False)
-            queue = self._names.queue(self.service)
+            queue = self._names.queue(self._queue_key)
             self._consumer = Consumer(
                 channel,
                 queues=[],
@@ -323,9 +370,11 @@ class ConsumeLoop:
         try:
             if not self._amqp:
                 self._conn.drain_events(timeout=self._next_wake(idle_timeout))
+                self._handle_arrived()
             elif blocked is None and has_input(self._raw):
                 with self._publisher.corked():
                     read_available(self._raw, limit=READ_BATCH)
+                    self._handle_arrived()
             else:  # idle: sleep until a delivery or a confirm arrives
                 inputs = [self._raw, *self._publisher.input_connections()]
                 wait_for_input(inputs, self._next_wake(idle_timeout))
@@ -377,7 +426,7 @@ class ConsumeLoop:
             return
         channel = self._consumer.channel if self._consumer is not None else None
         if channel is not None:
-            channel.queue_declare(self._names.queue(self.service), passive=True)
+            channel.queue_declare(self._names.queue(self._queue_key), passive=True)
         time.sleep(self._s.ack_settle_s)
 
     def drop_connection(self) -> None:
@@ -385,9 +434,15 @@ class ConsumeLoop:
         self.connected = False
         self._generation += 1
         self._inflight, self._retries, self._pending_ids = deque(), [], {}
+        self._arrived = []
         if self._conn is not None:
-            with contextlib.suppress(*CONNECTION_ERRORS):  # already gone
+            self._releasing = True
+            try:
                 self._conn.release()
+            except Exception as exc:  # already gone, or broke while closing: either way gone
+                log.debug("connection.release_failed", service=self.service, error=repr(exc))
+            finally:
+                self._releasing = False
         self._conn, self._consumer = None, None
 
 

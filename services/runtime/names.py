@@ -14,14 +14,45 @@ INBOUND_ROUTING_KEYS = ("inbound.chat", "inbound.email", "inbound.phone", "inbou
 SERVICE_BINDINGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "intake": ("intake.inbound", "support.inbound", INBOUND_ROUTING_KEYS),
     "sla_timer": ("sla_timer.events", "support.events", ("ticket.#",)),
-    # NOTE: the notifier takes standard ticket.opened too (DESIGN names business-critical
-    # ones): a team notice about a standard ticket's missed target must name its account
-    # and subject, and the on-call file's `opened_standard` rule needs them to fire.
+    # NOTE: the notifier reads two queues. Page-worthy events (a business-critical ticket
+    # opened, any warning or breach, an acknowledgement) have a queue and consume loop
+    # of their own, so a backlog of bulk events (every ticket's opened and scheduled)
+    # never delays a page. It takes standard ticket.opened too (DESIGN names
+    # business-critical ones): a team notice about a standard ticket's missed target
+    # must name its account and subject.
+    "notifier_urgent": (
+        "notifier.urgent",
+        "support.events",
+        (
+            "ticket.opened.business_critical",
+            "sla.warning.*",
+            "sla.breached.*",
+            "escalation.acknowledged",
+        ),
+    ),
     "notifier": (
         "notifier.events",
         "support.events",
-        ("ticket.opened.*", "ticket.resolved", "sla.#", "escalation.acknowledged"),
+        ("ticket.opened.standard", "ticket.resolved", "sla.scheduled.*", "sla.met.*"),
     ),
+}
+SERVICES = ("intake", "sla_timer", "notifier")
+
+
+def owner(queue_key: str) -> str:
+    """The service that reads a queue of SERVICE_BINDINGS (`notifier_urgent` -> `notifier`)."""
+    return next(s for s in SERVICES if queue_key == s or queue_key.startswith(s + "_"))
+
+
+def queues_of(service: str) -> tuple[str, ...]:
+    """The SERVICE_BINDINGS keys of the queues `service` reads, in declaration order."""
+    return tuple(key for key in SERVICE_BINDINGS if owner(key) == service)
+
+
+# Bindings of earlier versions that `topology declare` removes: with them the bulk queue
+# would also take every page-worthy event.
+STALE_BINDINGS: dict[str, tuple[str, ...]] = {
+    "notifier": ("ticket.opened.*", "sla.#", "escalation.acknowledged"),
 }
 
 

@@ -1,15 +1,20 @@
 """Publishing rows of a store's outbox with confirms, for workers beside a consume loop.
 
-A service whose background worker (sla_timer's scheduler, notifier's digests) changes
-state writes the events in the same transaction as the change, then publishes them from
-here and marks them sent only once the broker confirmed every one.
+A service that changes state (sla_timer's clocks, the notifier's sends and digests)
+writes the events in the same transaction as the change; `OutboxRelay` publishes them
+from here and marks them sent only once the broker confirmed every one. The relay reads
+outside any write transaction and marks rows sent in a short one of its own, so waiting
+for the broker never holds the store's write lock, and it keeps trying while the broker
+is away: the rows wait, and go out within a couple of seconds of its return.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
@@ -33,6 +38,14 @@ class OutboxRow:
     event_id: str
     routing_key: str
     body: str
+    # Unprefixed; "" is the default exchange (a dead letter routed to its queue by name).
+    exchange: str = "support.events"
+    headers: dict[str, Any] = field(default_factory=dict)
+    content_type: str = "application/cloudevents+json"
+
+    @staticmethod
+    def headers_from(text: str | None) -> dict[str, Any]:
+        return dict(json.loads(text)) if text else {}
 
 
 def worker_publisher(settings: RuntimeSettings, name: str) -> ConfirmedPublisher:
@@ -49,7 +62,15 @@ def publish_rows(publisher: ConfirmedPublisher, rows: list[OutboxRow], timeout_s
     """Publish `rows` to support.events; TransientError unless the broker confirmed all."""
     seqs = [
         publisher.publish(
-            Outgoing("support.events", row.routing_key, row.body.encode(), row.event_id)
+            Outgoing(
+                row.exchange,
+                row.routing_key,
+                row.body.encode(),
+                row.event_id,
+                content_type=row.content_type,
+                headers=row.headers,
+                mandatory=not row.exchange,  # a dead letter must reach its queue
+            )
         )
         for row in rows
     ]
@@ -105,6 +126,113 @@ class PublishingWorker:
 
     def check_alive(self) -> None:
         """For /healthz: raise when the worker has not started a turn for a while."""
+        idle = time.monotonic() - self.beat
+        if idle > STALL_AFTER_S:
+            raise RuntimeError(f"{self.name} has not run for {idle:.0f} s")
+
+
+class OutboxSource(Protocol):
+    """A store's outbox as the relay sees it."""
+
+    def unsent(self, limit: int) -> list[OutboxRow]:
+        """The oldest unsent rows, read without taking the store's write lock."""
+        ...
+
+    def mark_sent(self, ids: list[int]) -> None:
+        """Mark rows sent, in a short transaction of its own."""
+        ...
+
+
+class Leadership(Protocol):
+    """Whether this replica may relay now (`__call__`); `release` gives it up."""
+
+    def __call__(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+RELAY_BATCH = 500
+RECONNECT_MAX_S = 2.0  # a broker that returns is used again within this
+
+
+class OutboxRelay:
+    """Publishes an outbox with confirms until stopped: woken by `wake()` after a commit
+    (or every `poll_s`), it sends the unsent rows, oldest first, and marks them sent.
+
+    `leader` (optional) says whether this replica may relay now: replicas sharing a
+    PostgreSQL store elect one relay, so no row is published twice by design."""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        name: str,
+        source: OutboxSource,
+        poll_s: float = 0.2,
+        leader: Leadership | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.source = source
+        self.poll_s = poll_s
+        self.leader = leader
+        self.publisher = worker_publisher(settings, name)
+        self.connected = False
+        self.published = 0
+        self._wake = threading.Event()
+        self.beat = time.monotonic()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            self.beat = time.monotonic()
+            try:
+                sent = self.turn()
+                failures = 0
+            except Exception as exc:  # the broker or the store: both come back
+                failures += 1
+                self._disconnect()
+                delay = min(RECONNECT_MAX_S, 0.25 * 2**failures)
+                level = "warning" if isinstance(exc, (ConnectionLost, PipelineError)) else "error"
+                getattr(log, level)(
+                    f"{self.name}.retry",
+                    error=str(exc),
+                    retry_in_s=delay,
+                    exc_info=level == "error",
+                )
+                stop.wait(delay)
+                continue
+            if not sent:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        self._disconnect()
+        if self.leader is not None:
+            self.leader.release()  # another replica (or the next start) takes over at once
+
+    def turn(self) -> int:
+        """Publish one batch; how many rows went out (0: nothing to do, or not leader)."""
+        if self.leader is not None and not self.leader():
+            return 0
+        rows = self.source.unsent(RELAY_BATCH)
+        if not rows:
+            if self.connected:
+                self.publisher.heartbeat()
+            return 0
+        if not self.connected:
+            self.publisher.open()
+            self.connected = True
+        publish_rows(self.publisher, rows, self.settings.confirm_timeout_s)
+        self.source.mark_sent([row.id for row in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    def _disconnect(self) -> None:
+        self.connected = False
+        self.publisher.close()
+
+    def check_alive(self) -> None:
         idle = time.monotonic() - self.beat
         if idle > STALL_AFTER_S:
             raise RuntimeError(f"{self.name} has not run for {idle:.0f} s")

@@ -12,7 +12,7 @@ from typing import Any
 from kombu import Connection, Exchange, Queue, binding
 
 from services.runtime.config import RuntimeSettings
-from services.runtime.names import SERVICE_BINDINGS, Names
+from services.runtime.names import SERVICE_BINDINGS, STALE_BINDINGS, Names
 
 
 def _quorum_args(settings: RuntimeSettings, dead_letter_queue: str | None) -> dict[str, Any]:
@@ -91,6 +91,12 @@ def declare(connection: Connection, names: Names, settings: RuntimeSettings) -> 
         for queue in queues(names, settings):
             queue(channel).declare()
             declared.append(queue.name)
+        if not settings.is_memory:
+            for service, keys in STALE_BINDINGS.items():
+                _, exchange, _ = SERVICE_BINDINGS[service]
+                for key in keys:
+                    # NOTE: unbinding a binding that does not exist is not an error.
+                    channel.queue_unbind(names.queue(service), names.exchange(exchange), key)
         return declared
     finally:
         channel.close()

@@ -10,8 +10,10 @@ from typing import IO
 import structlog
 from pydantic import Field
 
+from services.common.store_engine import LeaderLock
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
+from services.runtime.outbox import OutboxRelay
 from services.sla_timer.metrics import OpenClocks, SlaMetrics
 from services.sla_timer.policy import load_policy
 from services.sla_timer.scheduler import Scheduler
@@ -20,6 +22,7 @@ from services.sla_timer.store import ClockStore, engine_for
 from services.sla_timer.store_reads import open_clock_counts, ping
 
 log = structlog.get_logger("sla_timer")
+RELAY_LOCK = 815004  # PostgreSQL advisory lock: one replica relays the shared outbox
 
 
 class SlaSettings(RuntimeSettings):
@@ -50,13 +53,19 @@ def bootstrap(settings: SlaSettings) -> ServiceSpec:
     store.migrate()
     metrics = SlaMetrics()
     metrics.registry.register(OpenClocks(lambda: open_clock_counts(engine)))
-    timer = SlaTimer(store, policy, metrics=metrics)
-    scheduler = Scheduler(timer, settings, settings.sla_tick_s)
+    relay = OutboxRelay(settings, "sla_timer.relay", store, leader=LeaderLock(engine, RELAY_LOCK))
+    timer = SlaTimer(store, policy, metrics=metrics, on_commit=relay.wake)
+    scheduler = Scheduler(timer, settings.sla_tick_s, on_fired=relay.wake)
     return ServiceSpec(
         name="sla_timer",
         handlers={"ticket": timer.handle},
+        batch_handler=timer.handle_batch,
         dedup_inputs=True,
-        workers=(scheduler.run,),
+        workers=(scheduler.run, relay.run),
         metrics=metrics.registry,
-        health={"store": lambda: ping(engine), "scheduler": scheduler.check_alive},
+        health={
+            "store": lambda: ping(engine),
+            "scheduler": scheduler.check_alive,
+            "relay": relay.check_alive,
+        },
     )

@@ -410,7 +410,7 @@ def recompute(
                 clock = Clock.model_validate(stored)
                 if clock.state != "running" or clock.policy_version == policy.version:
                     continue  # fired, stopped or migrated since the page was read
-                new = timer._commit(conn, migrate_clock(clock, policy, now), now)
+                new = timer.commit(conn, migrate_clock(clock, policy, now), now)
                 new_due = new.due_at if new.state == "running" else None
                 moved.append(Moved(tid, clock.due_at, new_due))
         after = ids[-1]

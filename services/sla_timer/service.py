@@ -1,16 +1,19 @@
 """sla_timer's edge: ticket events in, clocks in the store, sla events out via the outbox.
 
-`handle` runs on the consume loop: it applies one event to its clock and records the
-resulting events in the same transaction, then returns nothing for the runtime to
-publish (the input is acked once the transaction committed). `fire` and `relay` run
-on the scheduler thread: due clocks fire into the outbox, and the outbox is published
-with confirms and marked sent.
+`handle_batch` runs on the consume loop with a turn's worth of deliveries: it loads their
+clocks in one query, applies each event to its clock (pure, in order), and writes the
+clocks, the events they cause (the outbox) and the processed ids in ONE transaction; the
+runtime acks the whole batch once it committed (group commit). An event that cannot
+touch a clock (`ticket.updated`) costs no write at all. `fire` runs on the scheduler
+thread (due clocks into the outbox); the outbox relay publishes with confirms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -26,16 +29,31 @@ from schemas.events import (
     TicketResponded,
     make_event,
 )
+from services.runtime.consumer import Result
+from services.runtime.errors import PermanentError, PipelineError
 from services.runtime.events import now_utc, parse_event
 from services.runtime.messages import Inbound, Outgoing
-from services.runtime.outbox import OutboxRow
 from services.sla_timer.clock import Clock, Outcome, fire_due, open_clock, reclassify, respond, stop
 from services.sla_timer.metrics import SlaMetrics
 from services.sla_timer.policy import Policy
 from services.sla_timer.store import ClockStore
 
 SERVICE = "sla_timer"
-UPDATES = (TicketResponded, TicketReclassified, TicketExempted, TicketResolved)
+UPDATES = TicketResponded | TicketReclassified | TicketExempted | TicketResolved
+
+
+@dataclass
+class _Batch:
+    """What one batch changes, written in one transaction at its end."""
+
+    clocks: dict[str, Clock]
+    early: dict[str, list[str]]
+    new: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    parked: list[dict[str, str]] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
 
 
 class SlaTimer:
@@ -45,44 +63,120 @@ class SlaTimer:
         policy: Policy,
         clock: Callable[[], datetime] = now_utc,
         metrics: SlaMetrics | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.now = clock
         self.metrics = metrics or SlaMetrics()
+        self.on_commit = on_commit  # e.g. wake the outbox relay
 
     # -- consume loop ---------------------------------------------------------------
     def handle(self, inbound: Inbound) -> list[Outgoing]:
-        event, data = parse_event(inbound)
+        """One delivery (tests, tools): `handle_batch` of one, raising its failure."""
+        (result,) = self.handle_batch([inbound])
+        if isinstance(result, BaseException):
+            raise result
+        return list(result)
+
+    def handle_batch(self, inbounds: Sequence[Inbound]) -> list[Result]:
+        results: list[Result] = [[] for _ in inbounds]
+        todo: list[tuple[int, CloudEvent, EventData]] = []
+        for i, inbound in enumerate(inbounds):
+            try:
+                event, data = parse_event(inbound)
+            except PermanentError as exc:
+                results[i] = exc
+                continue
+            if isinstance(data, TicketOpened | UPDATES):
+                todo.append((i, event, data))
+            # else: ticket.updated and the like never touch a clock: no write at all
+        if not todo:
+            return results
         now = self.now()
         with self.store.transaction() as conn:
-            if self.store.seen(conn, event.id):
-                return []
-            self._apply(conn, event, data, now)
-            self.store.mark_seen(conn, event.id, now)
-        return []
+            seen = self.store.seen_many(conn, [event.id for _, event, _ in todo])
+            tickets = {event.subject for _, event, _ in todo}
+            stored = self.store.load_many(conn, tickets, lock=True)
+            clocks = {tid: Clock.model_validate(data) for tid, data in stored.items()}
+            opening = {e.subject for _, e, d in todo if isinstance(d, TicketOpened)} - set(clocks)
+            batch = _Batch(clocks, self.store.early_for(conn, opening))
+            for i, event, data in todo:
+                if event.id in seen:
+                    continue
+                seen.add(event.id)
+                try:
+                    self._apply(batch, event, data, now)
+                except PipelineError as exc:
+                    results[i] = exc
+                except (ArithmeticError, ValueError) as exc:  # out-of-range deadline math
+                    results[i] = PermanentError(
+                        f"{type(exc).__name__}: {exc}", reason="unprocessable_event"
+                    )
+            self._write(conn, batch, now)
+        if self.on_commit is not None:
+            self.on_commit()
+        return results
 
-    def _apply(self, conn: Connection, event: CloudEvent, data: EventData, now: datetime) -> None:
-        stored = self.store.load(conn, event.subject, lock=True)
+    def _apply(self, batch: _Batch, event: CloudEvent, data: EventData, now: datetime) -> None:
+        """One event against the batch's clocks; raises before changing anything."""
+        ticket_id = event.subject
+        current = batch.clocks.get(ticket_id)
+        outcomes: list[Outcome] = []
         if isinstance(data, TicketOpened):
-            if stored is not None:
-                return  # a second opened for the ticket: the first one set the clock
-            opened = open_clock(data.ticket, self.policy, event.correlationid)
-            if opened is None:
-                return
-            clock = self._commit(conn, opened, now)
-            for body in self.store.take_early(conn, event.subject):
-                early = CloudEvent.model_validate_json(body)
-                clock = self._commit(conn, self._update(clock, early.parsed()), now)
-            return
-        if not isinstance(data, UPDATES):
-            return  # ticket.updated and the like do not touch the clock
-        if stored is None:
+            if current is None:  # a second opened for the ticket: the first one set the clock
+                opened = open_clock(data.ticket, self.policy, event.correlationid)
+                if opened is not None:
+                    outcomes.append(opened)
+                    for body in batch.early.get(ticket_id, []):
+                        early = CloudEvent.model_validate_json(body)
+                        outcomes.append(self._update(outcomes[-1][0], early.parsed()))
+        elif current is None:
             # NOTE: events can overtake each other (redelivery, replicas): keep the
             # update and apply it when its ticket.opened arrives.
-            self.store.park_early(conn, event.id, event.subject, event.model_dump_json())
+            body = event.model_dump_json()
+            batch.parked.append({"event_id": event.id, "ticket_id": ticket_id, "body": body})
+            batch.early.setdefault(ticket_id, []).append(body)
+        else:
+            outcomes.append(self._update(current, data))
+        events = [
+            self._outbox_row(clock, d, cause, now) for clock, evs in outcomes for d, cause in evs
+        ]
+        batch.seen.append(event.id)
+        if not outcomes:
             return
-        self._commit(conn, self._update(Clock.model_validate(stored), data), now)
+        if current is None:
+            batch.new.add(ticket_id)
+            batch.opened.append(ticket_id)
+        if outcomes[-1][0] != current:
+            batch.clocks[ticket_id] = outcomes[-1][0]
+            batch.changed.add(ticket_id)
+        batch.outbox.extend(events)
+
+    def _write(self, conn: Connection, batch: _Batch, now: datetime) -> None:
+        rows = [self._row(batch.clocks[tid], now) for tid in sorted(batch.changed)]
+        self.store.insert_many(conn, [r for r in rows if r["ticket_id"] in batch.new])
+        self.store.update_many(conn, [r for r in rows if r["ticket_id"] not in batch.new])
+        self.store.add_outbox_many(conn, batch.outbox)
+        self.store.mark_seen_many(conn, batch.seen, now)
+        self.store.park_early_many(conn, batch.parked)
+        self.store.drop_early(conn, batch.opened)
+
+    def commit(self, conn: Connection, outcome: Outcome, now: datetime) -> Clock:
+        """Save one clock's outcome (new or not) and queue its events (operator tools)."""
+        clock, events = outcome
+        row = self._row(clock, now)
+        self.store.save(
+            conn,
+            clock.ticket_id,
+            row["data"],
+            state=clock.state,
+            next_fire_at=row["next_fire_at"],
+            policy_version=clock.policy_version,
+            now=now,
+        )
+        self.store.add_outbox_many(conn, [self._outbox_row(clock, d, c, now) for d, c in events])
+        return clock
 
     def _update(self, clock: Clock, data: EventData) -> Outcome:
         match data:
@@ -96,21 +190,16 @@ class SlaTimer:
                 return stop(clock, "resolved", data.at)
         return clock, []
 
-    def _commit(self, conn: Connection, outcome: Outcome, now: datetime) -> Clock:
-        clock, events = outcome
-        self.store.save(
-            conn,
-            clock.ticket_id,
-            clock.model_dump(mode="json"),
-            state=clock.state,
-            next_fire_at=clock.next_fire(),
-            policy_version=clock.policy_version,
-            now=now,
-        )
-        for data, cause in events:
-            cloud = self._event(clock, data, cause, now)
-            self.store.add_outbox(conn, cloud.id, cloud.routing_key, cloud.model_dump_json(), now)
-        return clock
+    def _outbox_row(
+        self, clock: Clock, data: EventData, cause: str, now: datetime
+    ) -> dict[str, Any]:
+        cloud = self._event(clock, data, cause, now)
+        return {
+            "event_id": cloud.id,
+            "routing_key": cloud.routing_key,
+            "body": cloud.model_dump_json(),
+            "created_at": now,
+        }
 
     # -- scheduler thread ------------------------------------------------------------------
     def fire(self, limit: int = 500) -> int:
@@ -125,15 +214,7 @@ class SlaTimer:
                 clock, events = fire_due(Clock.model_validate(stored), now)
                 updates.append(self._row(clock, now))
                 for data, cause in events:
-                    cloud = self._event(clock, data, cause, now)
-                    outbox.append(
-                        {
-                            "event_id": cloud.id,
-                            "routing_key": cloud.routing_key,
-                            "body": cloud.model_dump_json(),
-                            "created_at": now,
-                        }
-                    )
+                    outbox.append(self._outbox_row(clock, data, cause, now))
                     fired.append(data)
             self.store.update_many(conn, updates)
             self.store.add_outbox_many(conn, outbox)
@@ -145,7 +226,7 @@ class SlaTimer:
         return len(due)
 
     @staticmethod
-    def _row(clock: Clock, now: datetime) -> dict[str, object]:
+    def _row(clock: Clock, now: datetime) -> dict[str, Any]:
         return {
             "ticket_id": clock.ticket_id,
             "state": clock.state,
@@ -165,13 +246,3 @@ class SlaTimer:
             correlation_id=clock.correlation_id,
             now=now,
         )
-
-    def relay(self, publish: Callable[[list[OutboxRow]], None], limit: int = 500) -> int:
-        """Publish unsent outbox rows (`publish` returns once all are confirmed, or
-        raises) and mark them sent in the same transaction."""
-        with self.store.transaction() as conn:
-            rows = self.store.claim_outbox(conn, limit)
-            if rows:
-                publish(rows)
-                self.store.mark_sent(conn, [row.id for row in rows], self.now())
-        return len(rows)

@@ -10,9 +10,9 @@ several replicas never fire the same clock twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -200,24 +200,85 @@ class ClockStore:
             query = query.with_for_update(skip_locked=True)
         return [json.loads(row.data) for row in conn.execute(query)]
 
-    def claim_outbox(self, conn: Connection, limit: int) -> list[OutboxRow]:
+    # -- batches (the consume loop's group commit) -----------------------------------------
+    def seen_many(self, conn: Connection, event_ids: Iterable[str]) -> set[str]:
+        ids = list(set(event_ids))
+        if not ids:
+            return set()
+        query = sa.select(processed.c.event_id).where(processed.c.event_id.in_(ids))
+        return {row.event_id for row in conn.execute(query)}
+
+    def mark_seen_many(self, conn: Connection, event_ids: list[str], now: datetime) -> None:
+        if event_ids:
+            rows = [{"event_id": event_id, "at": now} for event_id in event_ids]
+            conn.execute(
+                self._insert(processed).on_conflict_do_nothing(index_elements=["event_id"]), rows
+            )
+
+    def load_many(
+        self, conn: Connection, ticket_ids: Iterable[str], lock: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        ids = list(set(ticket_ids))
+        if not ids:
+            return {}
+        query = sa.select(clocks.c.ticket_id, clocks.c.data).where(clocks.c.ticket_id.in_(ids))
+        if lock and self.is_postgres:
+            query = query.with_for_update()
+        return {row.ticket_id: json.loads(row.data) for row in conn.execute(query)}
+
+    def insert_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """New clocks (rows as for `update_many`), one statement for the batch."""
+        if rows:
+            conn.execute(clocks.insert(), [row | {"data": json.dumps(row["data"])} for row in rows])
+
+    def early_for(self, conn: Connection, ticket_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Parked updates of these tickets, oldest first (kept until `drop_early`)."""
+        ids = list(set(ticket_ids))
+        found: dict[str, list[str]] = {}
+        if ids:
+            query = sa.select(early.c.ticket_id, early.c.body).where(early.c.ticket_id.in_(ids))
+            for row in conn.execute(query):
+                found.setdefault(row.ticket_id, []).append(row.body)
+        return found
+
+    def drop_early(self, conn: Connection, ticket_ids: list[str]) -> None:
+        if ticket_ids:
+            conn.execute(early.delete().where(early.c.ticket_id.in_(ticket_ids)))
+
+    def park_early_many(self, conn: Connection, rows: list[dict[str, str]]) -> None:
+        """Rows of event_id, ticket_id, body; an update parked before is kept once."""
+        if rows:
+            conn.execute(
+                self._insert(early).on_conflict_do_nothing(index_elements=["event_id"]), rows
+            )
+
+    @property
+    def _insert(self) -> Any:
+        return postgresql_insert if self.is_postgres else sqlite_insert
+
+    # -- the outbox relay (services.runtime.outbox.OutboxRelay) ---------------------------
+    def unsent(self, limit: int) -> list[OutboxRow]:
         query = (
             sa.select(outbox.c.id, outbox.c.event_id, outbox.c.routing_key, outbox.c.body)
             .where(outbox.c.sent_at.is_(None))
             .order_by(outbox.c.id)
             .limit(limit)
         )
-        if self.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in conn.execute(query)]
+        with reading(self.engine) as conn:
+            return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in conn.execute(query)]
 
-    def mark_sent(self, conn: Connection, ids: list[int], now: datetime) -> None:
+    def mark_sent(self, ids: list[int], now: datetime | None = None) -> None:
         if ids:
-            conn.execute(outbox.update().where(outbox.c.id.in_(ids)).values(sent_at=now))
+            with self.transaction() as conn:
+                conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id.in_(ids))
+                    .values(sent_at=now or datetime.now(UTC))
+                )
 
     # -- reads ------------------------------------------------------------------------------
     def next_due(self) -> datetime | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return utc(conn.execute(sa.select(sa.func.min(clocks.c.next_fire_at))).scalar())
 
     def get(self, ticket_id: str) -> dict[str, Any] | None:

@@ -138,7 +138,7 @@ def test_run_all_serves_every_service_on_one_port(  # type: ignore[no-untyped-de
     assert body["status"] == "ok" and body["failing"] == []
     assert {name: sorted(checks) for name, checks in body["services"].items()} == {
         "intake": ["broker"],
-        "sla_timer": ["broker", "scheduler", "store"],
+        "sla_timer": ["broker", "relay", "scheduler", "store"],
         "notifier": ["broker", "store", "worker"],
     }
     with pytest.raises(httpx.ConnectError):  # the server stopped with the services

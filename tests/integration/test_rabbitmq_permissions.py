@@ -44,7 +44,7 @@ from services.runtime.config import RuntimeSettings
 from services.runtime.errors import ConnectionLost
 from services.runtime.logging import configure_logging
 from services.runtime.metrics import RuntimeMetrics
-from services.runtime.names import SERVICE_BINDINGS, Names
+from services.runtime.names import SERVICES, Names, queues_of
 from services.runtime.topology import queues
 from services.sla_timer.main import SlaSettings
 from services.sla_timer.main import bootstrap as sla_bootstrap
@@ -57,7 +57,6 @@ from tests.support.capture import Capture
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 COMPOSE = ROOT / "docker-compose.yml"
 NAMES = Names("")
-SERVICES = tuple(SERVICE_BINDINGS)  # intake, sla_timer, notifier: also their user names
 ACCESS_REFUSED = 403
 # A routing key each service publishes on support.events (DESIGN.md section 1).
 OWN_EVENT = {
@@ -355,10 +354,10 @@ def test_service_user_redeclares_consumes_and_publishes(broker: Broker, service:
     declared = declare_topology(RuntimeSettings(AMQP_URL=broker.url(service), METRICS_PORT=0))
     assert declared == all_queues()
 
-    own = NAMES.queue(service)
     conn, ch = broker.channel(service)
     try:
-        ch.basic_consume(own, lambda *_: None)  # would close the channel with 403
+        for key in queues_of(service):  # would close the channel with 403
+            ch.basic_consume(NAMES.queue(key), lambda *_: None)
         ch.confirm_delivery()
         event = json.dumps({"id": f"perm-{service}"}).encode()
         ch.basic_publish(NAMES.events_exchange, OWN_EVENT[service], event)
@@ -374,7 +373,8 @@ def test_service_user_redeclares_consumes_and_publishes(broker: Broker, service:
 def test_service_user_cannot_read_other_queues_or_act_as_upstream(
     broker: Broker, service: str
 ) -> None:
-    others = [q for q in all_queues() if q != NAMES.queue(service)]
+    own = [NAMES.queue(key) for key in queues_of(service)]
+    others = [q for q in all_queues() if q not in own]
     assert NAMES.dead_letter_queue(service) in others  # dead letters are for operators
     for queue in others:
         text = refused(broker, service, "get", queue)

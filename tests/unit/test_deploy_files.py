@@ -30,7 +30,8 @@ from services import cli
 from services.intake.accounts import AccountsDirectory
 from services.notifier.oncall import coverage_gaps, load_oncall
 from services.runtime.config import RuntimeSettings
-from services.runtime.names import SERVICE_BINDINGS, Names
+from services.runtime.names import SERVICE_BINDINGS, Names, queues_of
+from services.runtime.names import SERVICES as SERVICE_NAMES
 from services.runtime.topology import exchanges, queues
 from services.sla_timer.policy import load_policy
 from tests.conftest import ROOT
@@ -304,13 +305,13 @@ def test_each_service_has_a_user_of_its_own() -> None:
     assert len(users) == len(set(users)), f"compose services share RabbitMQ users: {users}"
 
 
-@pytest.mark.parametrize("service", list(SERVICE_BINDINGS))
+@pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_service_users_read_only_their_own_queue(service: str) -> None:
     (name,) = services_running(service.replace("_", "-"))
     user, _, vhost = user_and_vhost(environment(SERVICES[name])["AMQP_URL"])
     perms = permissions(user, vhost)
     readable = [q for q in QUEUE_NAMES if allows(perms["read"], q)]
-    assert readable == [NAMES.queue(service)]
+    assert readable == [NAMES.queue(key) for key in queues_of(service)]
     # Every service declares the whole topology at start: it may configure every name.
     for resource in (*EXCHANGE_NAMES, *QUEUE_NAMES):
         assert allows(perms["configure"], resource), f"{user} cannot declare {resource}"
@@ -366,7 +367,7 @@ def owner_of(routing_key: str) -> str:
 
 def test_topic_permissions_let_each_service_publish_only_its_own_events() -> None:
     users = {}
-    for service in SERVICE_BINDINGS:
+    for service in SERVICE_NAMES:
         (name,) = services_running(service.replace("_", "-"))
         user, _, vhost = user_and_vhost(environment(SERVICES[name])["AMQP_URL"])
         users[service] = (user, vhost)

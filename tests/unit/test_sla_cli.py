@@ -57,7 +57,7 @@ def db(tmp_path: Path) -> Path:
         outcome = open_clock(t, policy, "corr-1")
         assert outcome is not None
         with store.transaction() as conn:
-            timer._commit(conn, outcome, CREATED)
+            timer.commit(conn, outcome, CREATED)
     store.engine.dispose()
     return path
 

@@ -71,12 +71,12 @@ def seed(store: ClockStore, t: Ticket, policy: Policy = DEFAULT) -> Clock:
     outcome = open_clock(t, policy, f"corr-{t.ticket_id}")
     assert outcome is not None
     with store.transaction() as conn:
-        return SlaTimer(store, policy)._commit(conn, outcome, START)
+        return SlaTimer(store, policy).commit(conn, outcome, START)
 
 
 def commit(store: ClockStore, outcome: Any) -> Clock:
     with store.transaction() as conn:
-        clock: Clock = SlaTimer(store, DEFAULT)._commit(conn, outcome, START)
+        clock: Clock = SlaTimer(store, DEFAULT).commit(conn, outcome, START)
         return clock
 
 
