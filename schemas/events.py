@@ -112,9 +112,20 @@ class EscalationSent(_EscalationData):
 
 
 class EscalationFailed(_EscalationData):
+    """A notification given up: every contact method failed for the whole retry budget,
+    or failed for good. It is also dead-lettered, and the team channel is told."""
+
     failed_at: AwareDatetime
-    attempts: int = Field(ge=1)
-    error: str
+    attempts: int = Field(ge=1, description="Send attempts made, over all contact methods")
+    error: str = Field(description="The last error, naming person and channel, never a URL")
+
+
+class EscalationCancelled(_EscalationData):
+    """A queued or dead-lettered notification no longer needed (the ticket was closed or
+    acknowledged meanwhile), so it was not sent."""
+
+    cancelled_at: AwareDatetime
+    why: str
 
 
 class EscalationAcknowledged(EventData):
@@ -136,6 +147,7 @@ EVENT_TYPES: dict[str, tuple[type[EventData], str]] = {
     "support.sla.met": (SlaMet, "sla.met"),
     "support.escalation.sent": (EscalationSent, "escalation.sent"),
     "support.escalation.failed": (EscalationFailed, "escalation.failed"),
+    "support.escalation.cancelled": (EscalationCancelled, "escalation.cancelled"),
     "support.escalation.acknowledged": (EscalationAcknowledged, "escalation.acknowledged"),
 }
 TYPE_OF: dict[type[EventData], str] = {model: name for name, (model, _) in EVENT_TYPES.items()}

@@ -94,9 +94,9 @@ class WebhookChannel:
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
-            raise invalid_config(f"{self.name} URL {url!r}: {exc}") from exc
+            raise invalid_config(f"{self.name} URL is not valid: {type(exc).__name__}") from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise invalid_config(f"{self.name} URL {url!r} is not an http(s) URL")
+            raise invalid_config(f"{self.name} URL is not an http(s) URL")
         if timeout <= 0:
             raise invalid_config(f"{self.name} timeout must be positive")
         self.url, self.timeout = url, timeout
@@ -131,7 +131,9 @@ class WebhookChannel:
         return with_retries(self.retry, lambda: self._attempt(raw, key))
 
     def _attempt(self, raw: bytes, key: str | None) -> int:
-        where = f"{self.name} {self.url}"
+        # NOTE: a webhook URL is a credential (Slack's carries its secret in the path):
+        # errors, events and logs name the host only.
+        where = f"{self.name} at {httpx.URL(self.url).host}"
         try:
             response = self._client.post(self.url, content=raw, headers=self.headers(raw, key))
         except httpx.TimeoutException as exc:

@@ -46,10 +46,18 @@ from schemas.events import (
 from schemas.inbound import TicketId
 from services.notifier.notes import TicketNotes, note_event
 from services.notifier.oncall import who_is_on_call
-from services.notifier.oncall_model import OnCall
-from services.notifier.oncall_rules import TEAM, NotifyRule
+from services.notifier.oncall_model import OnCall, Person
+from services.notifier.oncall_rules import TEAM, Kind, NotifyRule
 
-__all__ = ["TEAM", "Action", "Notification", "NotifyChannel", "decide", "decide_event"]
+__all__ = [
+    "TEAM",
+    "Action",
+    "Notification",
+    "NotifyChannel",
+    "decide",
+    "decide_event",
+    "escalate",
+]
 
 NotifyChannel = Literal[
     "email", "chat_webhook", "paging_webhook", "generic_webhook", "console", "team_digest"
@@ -74,6 +82,28 @@ class Notification(BaseModel):
     channel: NotifyChannel
     action: Action
     dedup_key: str | None = None
+    # The person's next contact methods, tried in order while `channel` fails.
+    fallbacks: tuple[NotifyChannel, ...] = ()
+    kind: Literal["page", "remind", "notify"] = "notify"
+
+    @property
+    def methods(self) -> tuple[NotifyChannel, ...]:
+        return (self.channel, *self.fallbacks)
+
+    def via(self, channel: NotifyChannel) -> Notification:
+        """This notification as sent over `channel` (a fallback): same key and incident."""
+        if channel == self.channel or self.action not in ("trigger", "notify"):
+            return self
+        paging = channel == "paging_webhook"
+        return self.model_copy(
+            update={
+                "channel": channel,
+                "action": "trigger" if paging else "notify",
+                "dedup_key": (self.dedup_key or f"{self.ticket_id}:{self.reason}")
+                if paging
+                else None,
+            }
+        )
 
     @property
     def notification_key(self) -> str:
@@ -112,23 +142,46 @@ def _route(
             if person.id in seen:
                 continue
             seen.add(person.id)
-            channels = [c for c in oncall.channels.of(rule.kind) if person.has(c)] or ["email"]
-            for channel in channels:
-                paging = channel == "paging_webhook"
-                out.append(
-                    Notification(
-                        ticket_id=ticket_id,
-                        reason=reason,
-                        level=level,
-                        person=person.id,
-                        channel=channel,
-                        action="trigger" if paging else "notify",
-                        dedup_key=f"{ticket_id}:{reason}" if paging else None,
-                    )
-                )
+            out.append(_to_person(ticket_id, reason, level, person, rule.kind, oncall))
     if rule.team and oncall.team_channel is not None:
         out.append(_team(ticket_id, reason, 0))
     return out
+
+
+def _to_person(
+    ticket_id: str, reason: str, level: int, person: Person, kind: Kind, oncall: OnCall
+) -> Notification:
+    """One message per person: by their first contact method of `kind`'s order, the
+    others as fallbacks while it fails (as on-call tools step through contact methods)."""
+    methods = [c for c in oncall.channels.of(kind) if person.has(c)] or ["email"]
+    paging = methods[0] == "paging_webhook"
+    return Notification(
+        ticket_id=ticket_id,
+        reason=reason,
+        level=level,
+        person=person.id,
+        channel=methods[0],
+        action="trigger" if paging else "notify",
+        dedup_key=f"{ticket_id}:{reason}" if paging else None,
+        fallbacks=tuple(methods[1:]),
+        kind=kind,
+    )
+
+
+def escalate(
+    failed: Notification, oncall: OnCall, now: datetime, already: set[str]
+) -> list[Notification]:
+    """Nobody at `failed`'s level could be reached: page the next level, as on-call tools
+    escalate (the people of the next level not in `already`, by person id)."""
+    if failed.kind != "page" or failed.person == TEAM:
+        return []
+    level = failed.level + 1
+    try:
+        oncall.level(level)
+    except ValueError:
+        return []  # no higher level: the team channel is told when the page is given up
+    people = [p for p in who_is_on_call(oncall, level, now) if p.id not in already]
+    return [_to_person(failed.ticket_id, failed.reason, level, p, "page", oncall) for p in people]
 
 
 def _team(ticket_id: str, reason: str, level: int) -> Notification:

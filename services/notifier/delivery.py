@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from services.notifier.channels import (
     PagingWebhookChannel,
     RetryPolicy,
     SmtpChannel,
+    WebhookChannel,
 )
 from services.notifier.decisions import Notification
 from services.notifier.notes import TicketNotes
@@ -41,21 +43,52 @@ class SmtpSettings:
     password: str | None = None
 
 
+SINGLE_TRY = RetryPolicy(attempts=1)  # retries are the send queue's, durable, not in-channel
+
+
 class Deliverer:
+    """Sends one notification over one contact method, one attempt per call.
+
+    Keeps one pooled HTTP client per webhook URL for the life of the process (TLS set up
+    once, connections kept alive); httpx clients are safe to share between the sender's
+    threads."""
+
     def __init__(
         self, oncall: OnCall, smtp: SmtpSettings | None, retry: RetryPolicy | None = None
     ) -> None:
         self.oncall = oncall
         self.smtp = smtp
-        self.retry = retry
+        self.retry = retry or SINGLE_TRY
+        self._hooks: dict[tuple[str, str], WebhookChannel] = {}
+        self._lock = threading.Lock()
+
+    def _hook(self, kind: str, url: str, secret: str = "") -> WebhookChannel:
+        with self._lock:
+            hook = self._hooks.get((kind, url))
+            if hook is None:
+                if kind == "paging":
+                    hook = PagingWebhookChannel(url, retry=self.retry)
+                elif kind == "chat":
+                    hook = ChatWebhookChannel(url, retry=self.retry)
+                else:
+                    hook = GenericWebhookChannel(url, secret, retry=self.retry)
+                self._hooks[(kind, url)] = hook
+            return hook
+
+    def close(self) -> None:
+        with self._lock:
+            hooks, self._hooks = list(self._hooks.values()), {}
+        for hook in hooks:
+            hook.close()
 
     def send(self, n: Notification, notes: TicketNotes, now: datetime) -> None:
-        """One notification; raises TransientError or PermanentError when it cannot."""
+        """One notification by `n.channel`; raises TransientError or PermanentError."""
         if n.channel == "team_digest":  # without a digest queue: a one-entry digest at once
             return self.send_digest([(n, notes)], now)
         person = self.oncall.person(n.person)
         if person is None:
             raise PermanentError(f"no person {n.person!r} in the on-call file", reason="config")
+        key = n.notification_key
         if n.channel == "email":
             if self.smtp is None:
                 raise PermanentError("email notification but SMTP_HOST is not set", reason="config")
@@ -69,20 +102,17 @@ class Deliverer:
                 password=s.password,
                 retry=self.retry,
             )
-            channel.send(
-                person.email, render_email(n, notes, self.oncall, now), key=n.notification_key
-            )
+            channel.send(person.email, render_email(n, notes, self.oncall, now), key=key)
         elif n.channel == "paging_webhook" and person.paging_webhook is not None:
-            with PagingWebhookChannel(str(person.paging_webhook.url), retry=self.retry) as hook:
-                hook.send(render_pagerduty(n, notes, self.oncall, now), key=n.notification_key)
+            hook = self._hook("paging", str(person.paging_webhook.url))
+            hook.send(render_pagerduty(n, notes, self.oncall, now), key=key)
         elif n.channel == "chat_webhook" and person.chat_webhook is not None:
-            with ChatWebhookChannel(str(person.chat_webhook), retry=self.retry) as hook:
-                hook.send(render_chat(n, notes, self.oncall, now), key=n.notification_key)
+            hook = self._hook("chat", str(person.chat_webhook))
+            hook.send(render_chat(n, notes, self.oncall, now), key=key)
         elif n.channel == "generic_webhook" and person.generic_webhook is not None:
             secret = os.environ.get(person.generic_webhook.secret_env or "", "")
-            url = str(person.generic_webhook.url)
-            with GenericWebhookChannel(url, secret, retry=self.retry) as hook:
-                hook.send(render_generic(n, notes, self.oncall, now), key=n.notification_key)
+            hook = self._hook("generic", str(person.generic_webhook.url), secret)
+            hook.send(render_generic(n, notes, self.oncall, now), key=key)
         elif n.channel == "console":
             ConsoleChannel(sys.stdout).send(render_console(n, notes, self.oncall, now))
         else:
@@ -103,5 +133,4 @@ class Deliverer:
         if team.chat_webhook is None:
             ConsoleChannel(sys.stdout).send(f"[{team.name}] {body['text']}")
             return
-        with ChatWebhookChannel(str(team.chat_webhook), retry=self.retry) as hook:
-            hook.send(body, key=key)
+        self._hook("chat", str(team.chat_webhook)).send(body, key=key)

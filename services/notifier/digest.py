@@ -12,7 +12,7 @@ more: a repeated non-urgent notice, never a page. A channel that refuses for goo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -65,16 +65,18 @@ class DigestQueue:
 
     def add(self, entry: DigestEntry, now: datetime) -> None:
         """Queue a notice; a redelivered one (same key) is queued once."""
-        row = {
-            "key": entry.notification.notification_key,
-            "entry": entry.model_dump_json(),
-            "queued_at": now,
-        }
         with self.engine.begin() as conn:
+            self.add_in(conn, [entry], now)
+
+    def add_in(self, conn: Connection, entries: list[DigestEntry], now: datetime) -> None:
+        """`add` inside the caller's transaction (the consume loop's batch)."""
+        rows = [
+            {"key": e.notification.notification_key, "entry": e.model_dump_json(), "queued_at": now}
+            for e in entries
+        ]
+        if rows:
             conn.execute(
-                self._insert(digest_table)
-                .values(row)
-                .on_conflict_do_nothing(index_elements=["key"])
+                self._insert(digest_table).on_conflict_do_nothing(index_elements=["key"]), rows
             )
 
     @contextmanager
@@ -152,27 +154,6 @@ class DigestQueue:
                 .limit(limit)
             ).all()
         return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in rows]
-
-    def relay(self, publish: Callable[[list[OutboxRow]], None], now: datetime) -> int:
-        """Publish unsent outbox rows (`publish` returns once all are confirmed, or
-        raises) and mark them sent in the same transaction; replicas skip locked rows."""
-        query = (
-            sa.select(outbox_table)
-            .where(outbox_table.c.sent_at.is_(None))
-            .order_by(outbox_table.c.id)
-            .limit(500)
-        )
-        if self.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        with self.engine.begin() as conn:
-            rows = [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in conn.execute(query)]
-            if rows:
-                publish(rows)
-                ids = [row.id for row in rows]
-                conn.execute(
-                    outbox_table.update().where(outbox_table.c.id.in_(ids)).values(sent_at=now)
-                )
-        return len(rows)
 
 
 def _unlock(conn: Connection) -> None:

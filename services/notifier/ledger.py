@@ -6,12 +6,18 @@ the ledger as `sent` is never sent again, whatever is redelivered or replayed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 
+from services.common.store_engine import reading
 from services.notifier.notes import TicketNotes
+from services.runtime.outbox import OutboxRow
 
 metadata = sa.MetaData()
 notes_table = sa.Table(
@@ -37,7 +43,7 @@ digest_table = sa.Table(  # team notices waiting for the next digest (services.n
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_notifier_digest_pending", "sent_at", "queued_at"),
 )
-outbox_table = sa.Table(  # escalation.sent of digest entries, published by the digest worker
+outbox_table = sa.Table(  # escalation events and dead letters, published by the relay
     "notifier_outbox",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -45,8 +51,18 @@ outbox_table = sa.Table(  # escalation.sent of digest entries, published by the 
     sa.Column("routing_key", sa.String(128), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    # Added in schema 2 (migrate adds them to older stores):
+    sa.Column("exchange", sa.String(128), nullable=False, server_default="support.events"),
+    sa.Column("headers", sa.Text, nullable=True),
+    sa.Column(
+        "content_type",
+        sa.String(128),
+        nullable=False,
+        server_default="application/cloudevents+json",
+    ),
     sa.Index("ix_notifier_outbox_unsent", "sent_at", "id"),
 )
+ADDED_OUTBOX_COLUMNS = ("exchange", "headers", "content_type")
 
 
 class Ledger:
@@ -54,10 +70,99 @@ class Ledger:
         self.engine = engine
 
     def migrate(self) -> None:
+        import services.notifier.sends  # noqa: F401 - its table is part of the schema
+
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(815002)"))
             metadata.create_all(conn)
+            have = {c["name"] for c in sa.inspect(conn).get_columns("notifier_outbox")}
+            for name in ADDED_OUTBOX_COLUMNS:
+                if name not in have:
+                    column = outbox_table.c[name]
+                    kind = column.type.compile(conn.dialect)
+                    default = column.server_default
+                    extra = ""
+                    if default is not None:
+                        extra = f" NOT NULL DEFAULT '{default.arg}'"  # type: ignore[attr-defined]
+                    conn.execute(
+                        sa.text(f"ALTER TABLE notifier_outbox ADD COLUMN {name} {kind}{extra}")
+                    )
+
+    # -- in a transaction of the caller's (the consume loop's batch, the sender's turn) --
+    def notes_in(self, conn: Connection, ticket_ids: Iterable[str]) -> dict[str, TicketNotes]:
+        ids = list(set(ticket_ids))
+        if not ids:
+            return {}
+        rows = conn.execute(
+            sa.select(notes_table.c.ticket_id, notes_table.c.data).where(
+                notes_table.c.ticket_id.in_(ids)
+            )
+        )
+        return {r.ticket_id: TicketNotes.model_validate_json(r.data) for r in rows}
+
+    def save_notes_in(self, conn: Connection, notes: list[TicketNotes], known: set[str]) -> None:
+        """Upsert: `known` are the ticket ids that already have a row."""
+        old = [
+            {"key": n.ticket_id, "data": n.model_dump_json()} for n in notes if n.ticket_id in known
+        ]
+        new = [
+            {"ticket_id": n.ticket_id, "data": n.model_dump_json()}
+            for n in notes
+            if n.ticket_id not in known
+        ]
+        if old:
+            conn.execute(
+                notes_table.update()
+                .where(notes_table.c.ticket_id == sa.bindparam("key"))
+                .values(data=sa.bindparam("data")),
+                old,
+            )
+        if new:
+            conn.execute(notes_table.insert(), new)
+
+    def add_outbox(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Rows of event_id, routing_key, body (and exchange, headers, content_type)."""
+        if rows:
+            insert = postgresql_insert if self.is_postgres else sqlite_insert
+            conn.execute(
+                insert(outbox_table).on_conflict_do_nothing(index_elements=["event_id"]), rows
+            )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    # -- the outbox relay (services.runtime.outbox.OutboxRelay) -------------------------
+    def unsent(self, limit: int) -> list[OutboxRow]:
+        query = (
+            sa.select(outbox_table)
+            .where(outbox_table.c.sent_at.is_(None))
+            .order_by(outbox_table.c.id)
+            .limit(limit)
+        )
+        with reading(self.engine) as conn:
+            return [
+                OutboxRow(
+                    r.id,
+                    r.event_id,
+                    r.routing_key,
+                    r.body,
+                    exchange=r.exchange,
+                    headers=OutboxRow.headers_from(r.headers),
+                    content_type=r.content_type,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def mark_sent(self, ids: list[int]) -> None:
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    outbox_table.update()
+                    .where(outbox_table.c.id.in_(ids))
+                    .values(sent_at=datetime.now(UTC))
+                )
 
     def notes(self, ticket_id: str) -> TicketNotes | None:
         with self.engine.connect() as conn:

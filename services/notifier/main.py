@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
 from pydantic import Field
 
-from services.common.store_engine import engine_for, ping
-from services.notifier.channels import RetryPolicy
+from services.common.store_engine import LeaderLock, engine_for, ping
 from services.notifier.delivery import Deliverer, SmtpSettings
 from services.notifier.digest import DigestQueue
 from services.notifier.ledger import Ledger
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.oncall import load_oncall
+from services.notifier.outcomes import Outcomes
+from services.notifier.retry_plan import SendRetry
+from services.notifier.sender import Sender
+from services.notifier.sends import SendQueue
 from services.notifier.service import Notifier
 from services.notifier.worker import NotifierWorker
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
 from services.runtime.names import Names
+from services.runtime.outbox import OutboxRelay
 
 log = structlog.get_logger("notifier")
+RELAY_LOCK = 815005  # PostgreSQL advisory lock: one replica relays the shared outbox
 
 
 class NotifierSettings(RuntimeSettings):
@@ -32,8 +38,11 @@ class NotifierSettings(RuntimeSettings):
     smtp_username: str | None = Field(None, alias="SMTP_USERNAME")
     smtp_password: str | None = Field(None, alias="SMTP_PASSWORD")
     smtp_sender: str = Field("premium-support@localhost", alias="SMTP_SENDER")
-    send_attempts: int = Field(3, alias="SEND_ATTEMPTS", ge=1)
-    send_retry_initial_s: float = Field(0.5, alias="SEND_RETRY_INITIAL_S", gt=0)
+    # A notification is retried (through the person's contact methods, then in rounds
+    # with backoff) for this long before it is given up and dead-lettered.
+    send_retry_budget_s: float = Field(900.0, alias="SEND_RETRY_BUDGET_S", gt=0)
+    send_retry_initial_s: float = Field(1.0, alias="SEND_RETRY_INITIAL_S", gt=0)
+    send_retry_max_s: float = Field(60.0, alias="SEND_RETRY_MAX_S", gt=0)
 
 
 def bootstrap(settings: NotifierSettings) -> ServiceSpec:
@@ -50,32 +59,39 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
             settings.smtp_username,
             settings.smtp_password,
         )
-    retry = RetryPolicy(
-        attempts=settings.send_attempts,
-        initial_s=settings.send_retry_initial_s,
-        max_s=max(2.0, settings.send_retry_initial_s * 4),
+    retry = SendRetry(
+        budget=timedelta(seconds=settings.send_retry_budget_s),
+        initial=timedelta(seconds=settings.send_retry_initial_s),
+        longest=timedelta(seconds=settings.send_retry_max_s),
     )
-    deliverer = Deliverer(oncall, smtp, retry)
+    deliverer = Deliverer(oncall, smtp)
     digests = DigestQueue(ledger.engine)
     metrics = NotifierMetrics()
-    notifier = Notifier(
-        ledger,
-        deliverer,
-        Names(settings.amqp_prefix),
-        digests=digests,
-        metrics=metrics,
+    names = Names(settings.amqp_prefix)
+    sends = SendQueue(ledger.engine)
+    outcomes = Outcomes(sends, ledger, digests, oncall, names, retry, metrics)
+    relay = OutboxRelay(
+        settings, "notifier.relay", ledger, leader=LeaderLock(ledger.engine, RELAY_LOCK)
     )
+    sender = Sender(sends, ledger, deliverer, outcomes, retry, metrics, on_commit=relay.wake)
+    notifier = Notifier(ledger, sends, outcomes, oncall, digests, on_commit=sender.wake)
     # The worker checks coverage at once (gaps logged as errors, posted to the team
-    # channel), then hourly; it sends team digests and publishes their events.
+    # channel), then hourly, and sends team digests.
     worker = NotifierWorker(digests, deliverer, settings, metrics=metrics)
-    # NOTE: no input dedup window here: the ledger is the notifier's idempotency, and the
-    # window would drop an input replayed from the dead-letter queue.
-    handlers = {"ticket": notifier.handle, "sla": notifier.handle, "escalation": notifier.handle}
+    # NOTE: no input dedup window here: the send queue is the notifier's idempotency, and
+    # the window would drop an input replayed from the dead-letter queue.
+    handlers = {"#": notifier.handle}
     return ServiceSpec(
         name="notifier",
         handlers=handlers,
+        batch_handler=notifier.handle_batch,
         queues=("notifier_urgent", "notifier"),
-        workers=(worker.run,),
+        workers=(worker.run, sender.run, relay.run),
         metrics=metrics.registry,
-        health={"store": lambda: ping(ledger.engine), "worker": worker.check_alive},
+        health={
+            "store": lambda: ping(ledger.engine),
+            "worker": worker.check_alive,
+            "sender": sender.check_alive,
+            "relay": relay.check_alive,
+        },
     )

@@ -16,7 +16,18 @@ class NotifierMetrics:
         )
         self.failed = Counter(
             "notifications_failed_total",
-            "Notifications not delivered after their channel's retries, by channel",
+            "Notifications given up after their retry budget (or refused for good), by channel",
             ["channel"],
+            registry=self.registry,
+        )
+        self.retried = Counter(
+            "notification_attempts_failed_total",
+            "Send attempts that failed and were retried (or fell back), by channel",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.cancelled = Counter(
+            "notifications_cancelled_total",
+            "Queued notifications no longer needed (ticket closed or acknowledged meanwhile)",
             registry=self.registry,
         )

@@ -104,14 +104,22 @@ class NotifyRules(FileModel):
         return self
 
 
-_PAGE: tuple[ContactChannel, ...] = ("paging_webhook", "email", "generic_webhook", "console")
+_PAGE: tuple[ContactChannel, ...] = (
+    "paging_webhook",
+    "chat_webhook",
+    "email",
+    "generic_webhook",
+    "console",
+)
 _REMIND: tuple[ContactChannel, ...] = ("chat_webhook", "email", "generic_webhook", "console")
 _NOTIFY: tuple[ContactChannel, ...] = ("email", "chat_webhook", "generic_webhook", "console")
 
 
 class Channels(FileModel):
-    """The contact methods each kind of message uses, where the person has them (email
-    when they have none of them). Paging webhooks are for pages only."""
+    """The contact methods each kind of message tries, in order: a person gets it by the
+    first one they have (email when they have none of them); while that one fails, by
+    the next, and so on round the list until one works. Paging webhooks are for pages
+    only."""
 
     page: list[ContactChannel] = Field(default_factory=lambda: list(_PAGE))
     remind: list[ContactChannel] = Field(default_factory=lambda: list(_REMIND))

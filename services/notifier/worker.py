@@ -2,8 +2,8 @@
 
 Runs beside the consume loop (ServiceSpec.workers). Each turn it re-checks coverage
 when an hour has passed (logging each gap as an error and posting them to the team
-channel), sends the pending team notices as one digest when `digest_due` says so, and
-publishes the digest's escalation.sent events from the outbox with confirms.
+channel) and sends the pending team notices as one digest when `digest_due` says so;
+the digest's escalation.sent events go to the outbox, which the relay publishes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from services.notifier.delivery import Deliverer
 from services.notifier.digest import DigestEntry, DigestQueue, digest_due
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.oncall import coverage_gaps
+from services.notifier.outcomes import escalation_fields
 from services.notifier.render import DIGEST_MAX, render_coverage
-from services.notifier.service import escalation_fields
 from services.runtime.config import RuntimeSettings
 from services.runtime.errors import ConnectionLost, PermanentError, PipelineError
 from services.runtime.events import now_utc
@@ -66,7 +66,6 @@ class NotifierWorker(PublishingWorker):
             self._next_coverage = now + COVERAGE_EVERY
             self.check_coverage(now)
         self.flush(now)
-        self.relay()
 
     def check_coverage(self, now: datetime) -> list[tuple[datetime, datetime]]:
         gaps = coverage_gaps(self.oncall, now)
@@ -120,12 +119,6 @@ class NotifierWorker(PublishingWorker):
         self.metrics.sent.labels("team_digest").inc(len(batch))
         log.info("notifier.digest_sent", notices=len(batch))
         return True
-
-    def relay(self) -> int:
-        published = self.digests.relay(self.publish, self.now())
-        if not published and self.connected:
-            self.publisher.heartbeat()
-        return published
 
     @staticmethod
     def _event(

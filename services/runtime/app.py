@@ -104,15 +104,22 @@ class ServiceRunner:
         settings: RuntimeSettings,
         metrics: RuntimeMetrics,
         queue: str | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
-        self.queue = queue or spec.name
+        queues = spec.queues or (spec.name,)
+        self.queue = queue or queues[0]
         # The first queue's runner also runs the service's workers and registers metrics.
         self.primary = self.queue == (spec.queues or (spec.name,))[0]
         label = spec.name if self.queue == spec.name else self.queue.replace("_", ".")
         self.label = label
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
+        # The service's other queues: a consume loop each, on threads this one starts.
+        self.others = [
+            ServiceRunner(spec, settings, metrics, q, self.stop)
+            for q in (queues[1:] if self.primary else ())
+        ]
         self.publisher = ConfirmedPublisher(
             connect=lambda: self._publisher_connection(),
             names=Names(settings.amqp_prefix),
@@ -139,8 +146,11 @@ class ServiceRunner:
 
     def _broker_check(self) -> None:
         # The consume loop's own flag: set once consuming, cleared on any connection loss.
-        if not self.loop.connected:
-            raise ConnectionLost("not consuming: the broker connection is down or not yet up")
+        for runner in (self, *self.others):
+            if not runner.loop.connected:
+                raise ConnectionLost(
+                    f"not consuming {runner.queue}: the broker connection is down or not yet up"
+                )
 
     def _publisher_connection(self) -> Connection:
         factory = connection_factory(
@@ -155,6 +165,9 @@ class ServiceRunner:
         workers = [
             threading.Thread(target=work, args=(self.stop,), name=f"{self.spec.name}-worker")
             for work in (self.spec.workers if self.primary else ())
+        ] + [
+            threading.Thread(target=other.run, name=other.label, daemon=True)
+            for other in self.others
         ]
         for worker in workers:
             worker.start()
@@ -265,16 +278,6 @@ class ServiceRunner:
         return float(self._wait(state))
 
 
-def _service_checks(runners: list[ServiceRunner]) -> dict[str, HealthCheck]:
-    """One service's checks: `broker` fails while any of its consume loops is down."""
-
-    def broker() -> None:
-        for runner in runners:
-            runner.health_checks()["broker"]()
-
-    return {**runners[0].health_checks(), "broker": broker}
-
-
 def run_services(
     specs: list[ServiceSpec],
     settings: RuntimeSettings,
@@ -290,12 +293,8 @@ def run_services(
     process exits non-zero, with `service.died` logged, so its supervisor restarts it;
     it never returns, and so never exits 0, while no stop was asked for."""
     metrics = RuntimeMetrics.create()
-    runners = [
-        ServiceRunner(spec, settings, metrics, queue)
-        for spec in specs
-        for queue in (spec.queues or (spec.name,))
-    ]
-    checks = {spec.name: _service_checks([r for r in runners if r.spec is spec]) for spec in specs}
+    runners = [ServiceRunner(spec, settings, metrics) for spec in specs]
+    checks = {runner.spec.name: runner.health_checks() for runner in runners}
     ops = serve_ops(settings, metrics.registry, checks)
 
     requested = threading.Event()  # a stop asked for (signal or `stop`), not a death

@@ -130,8 +130,11 @@ def routes(out: list[Notification]) -> set[tuple[int, str, str, str]]:
 
 def test_opened_business_critical_pages_level_one(oncall: OnCall) -> None:
     notes, out = run(TicketOpened(ticket=ticket()), oncall)
-    assert routes(out) == {(1, "kim", "paging_webhook", "trigger"), (1, "kim", "email", "notify")}
+    # One page per person, by their first contact method; the others are its fallbacks.
+    assert routes(out) == {(1, "kim", "paging_webhook", "trigger")}
     page = next(n for n in out if n.channel == "paging_webhook")
+    assert page.methods == ("paging_webhook", "chat_webhook", "email") and page.kind == "page"
+    assert page.via("email").channel == "email" and page.via("email").dedup_key is None
     assert page.notification_key == f"{TID}:opened:1:kim:paging_webhook"
     assert page.dedup_key == f"{TID}:opened"
     assert notes.paged_keys == (page.notification_key,)
@@ -149,7 +152,8 @@ def test_opened_standard_or_without_premium_notifies_nobody(
 
 def test_warning_of_a_guaranteed_clock_reminds_level_one_without_paging(oncall: OnCall) -> None:
     _, out = run(sla(SlaWarning), oncall)
-    assert routes(out) == {(1, "kim", "chat_webhook", "notify"), (1, "kim", "email", "notify")}
+    assert routes(out) == {(1, "kim", "chat_webhook", "notify")}
+    assert out[0].fallbacks == ("email",) and out[0].kind == "remind"
     assert {n.reason for n in out} == {"warning"}
 
 
@@ -175,12 +179,11 @@ def test_breached_business_critical_pages_levels_one_and_two(oncall: OnCall) -> 
     notes, out = run(sla(SlaBreached), oncall)
     assert routes(out) == {
         (1, "kim", "paging_webhook", "trigger"),
-        (1, "kim", "email", "notify"),
-        (2, "lars", "email", "notify"),  # no paging webhook: email
+        (2, "lars", "chat_webhook", "notify"),  # no paging webhook: the next method
         (2, "mira", "paging_webhook", "trigger"),
-        (2, "mira", "email", "notify"),
-        (2, "mira", "generic_webhook", "notify"),
     }
+    mira = next(n for n in out if n.person == "mira")
+    assert mira.fallbacks == ("email", "generic_webhook")
     assert {p.person for p in notes.pages} == {"kim", "mira"}
     assert all(n.dedup_key == f"{TID}:breached" for n in out if n.channel == "paging_webhook")
 
@@ -195,8 +198,7 @@ def test_breached_standard_of_a_guaranteed_clock_notifies_team_and_level_one(
 ) -> None:
     _, out = run(sla(SlaBreached, "standard"), oncall)
     assert routes(out) == {
-        (1, "kim", "email", "notify"),
-        (1, "kim", "chat_webhook", "notify"),
+        (1, "kim", "email", "notify"),  # a notice: email first, chat as its fallback
         (0, "team", "team_digest", "notify"),
     }
     assert f"{TID}:breached:0:team:team_digest" in {n.notification_key for n in out}
