@@ -134,6 +134,8 @@ class Sender:
                 self.deliverer.send(n, ticket, self.now())
             except PipelineError as exc:
                 error = exc
+            except (ArithmeticError, ValueError) as exc:  # unrenderable data: never better
+                error = PermanentError(f"{type(exc).__name__}: {exc}", reason="unrenderable")
             except Exception as exc:  # a bug in rendering or a channel: never lose the row
                 error = TransientError(f"{type(exc).__name__}: {exc}", reason="unhandled")
             self._done.put(Attempt(row, method, error, self.now()))
