@@ -115,7 +115,12 @@ class LeaderLock:
         try:
             if self._conn is None:
                 conn = self.engine.connect()
-                held = conn.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar()
+                # NOTE: advisory locks are database-wide: key them by schema too, so
+                # deployments in other schemas of one database elect their own.
+                held = conn.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"),
+                    {"key": self.key},
+                ).scalar()
                 conn.commit()
                 if not held:
                     conn.close()

@@ -36,7 +36,10 @@ from services.runtime.outbox import STALL_AFTER_S
 log = structlog.get_logger("notifier.sender")
 
 POOL_SIZES = {"paging_webhook": 8, "chat_webhook": 8, "email": 4, "generic_webhook": 4}
-LEASE = timedelta(minutes=5)  # far beyond a send's timeout plus its wait in a full pool
+# A claimed send's lease: renewed while this sender holds it, released when it stops, so
+# a crashed sender's sends are claimed again within this.
+LEASE = timedelta(seconds=45)
+RENEW_EVERY_S = 15.0
 IDLE_S = 0.5  # longest sleep: replicas see each other's new sends this late at most
 
 
@@ -70,12 +73,15 @@ class Sender:
         self.on_commit = on_commit
         self._wake = threading.Event()
         self._done: queue.SimpleQueue[Attempt] = queue.SimpleQueue()
-        self._inflight = 0
+        sizes = {**POOL_SIZES, "other": 2}
         self._pools = {
             name: ThreadPoolExecutor(size, thread_name_prefix=f"send-{name}")
-            for name, size in (*POOL_SIZES.items(), ("other", 2))
+            for name, size in sizes.items()
         }
-        self._capacity = sum(POOL_SIZES.values()) * 2
+        self._sizes = sizes
+        self._busy = dict.fromkeys(sizes, 0)  # sends started and not yet recorded, per pool
+        self._claimed: dict[str, SendRow] = {}
+        self._renewed = time.monotonic()
         self.beat = time.monotonic()
 
     def wake(self) -> None:
@@ -97,19 +103,33 @@ class Sender:
             self._wake.wait(self._sleep_s())
             self._wake.clear()
         for pool in self._pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True)  # only sends already started: nothing waits in a pool
         self._record(self._drain())  # what finished while stopping is recorded, not resent
+        self.sends.release(list(self._claimed))
 
     def turn(self) -> int:
         """Record finished attempts, then claim and dispatch due sends; how many went."""
         self._record(self._drain())
-        free = self._capacity - self._inflight
-        if free <= 0:
-            return 0
         now = self.now()
-        rows = self.sends.claim(now, free, LEASE)
+        if self._claimed and time.monotonic() - self._renewed > RENEW_EVERY_S:
+            self.sends.renew(list(self._claimed), now + LEASE)
+            self._renewed = time.monotonic()
+        free = {name: self._sizes[name] - busy for name, busy in self._busy.items()}
+        if sum(free.values()) <= 0:
+            return 0
+        rows = self.sends.claim(now, sum(free.values()), LEASE)
         if not rows:
             return 0
+        # Only what a pool can start now is kept; the rest goes back at once, so nothing
+        # claimed ever waits (or is stranded by a crash) in a pool's queue.
+        kept: list[SendRow] = []
+        for row in rows:
+            pool = self._pool_of(row.method)
+            if free[pool] > 0:
+                free[pool] -= 1
+                kept.append(row)
+        self.sends.release([r.key for r in rows if r not in kept])
+        rows = kept
         with self.ledger.engine.connect() as conn:
             notes = self.ledger.notes_in(conn, {r.notification.ticket_id for r in rows})
         for row in rows:
@@ -124,8 +144,10 @@ class Sender:
     def _dispatch(self, row: SendRow, notes: TicketNotes | None) -> None:
         method = row.method
         n = row.notification.via(method)  # type: ignore[arg-type]
-        pool = self._pools.get(method, self._pools["other"])
-        self._inflight += 1
+        name = self._pool_of(method)
+        pool = self._pools[name]
+        self._busy[name] += 1
+        self._claimed[row.key] = row
         ticket = notes or TicketNotes(ticket_id=n.ticket_id)
 
         def attempt() -> None:
@@ -143,6 +165,9 @@ class Sender:
 
         pool.submit(attempt)
 
+    def _pool_of(self, method: str) -> str:
+        return method if method in POOL_SIZES else "other"
+
     def _drain(self) -> list[Attempt]:
         done = []
         while True:
@@ -154,7 +179,9 @@ class Sender:
     def _record(self, attempts: list[Attempt]) -> None:
         if not attempts:
             return
-        self._inflight -= len(attempts)
+        for a in attempts:
+            self._busy[self._pool_of(a.method)] -= 1
+            self._claimed.pop(a.row.key, None)
         with self.ledger.engine.begin() as conn:
             for a in attempts:
                 if a.error is None:

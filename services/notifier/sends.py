@@ -140,6 +140,28 @@ class SendQueue:
                 )
         return rows
 
+    def renew(self, keys: list[str], until: datetime) -> None:
+        """Extend the leases of sends this sender is still working on."""
+        if keys:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sends_table.update()
+                    .where(sends_table.c.key.in_(keys))
+                    .where(sends_table.c.status == "pending")
+                    .values(leased_until=until)
+                )
+
+    def release(self, keys: list[str]) -> None:
+        """Give claimed sends back at once (not started, or the sender is stopping)."""
+        if keys:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sends_table.update()
+                    .where(sends_table.c.key.in_(keys))
+                    .where(sends_table.c.status == "pending")
+                    .values(leased_until=None)
+                )
+
     def get(self, conn: Connection, key: str) -> SendRow | None:
         found = conn.execute(sa.select(sends_table).where(sends_table.c.key == key)).first()
         return _row(found) if found else None
