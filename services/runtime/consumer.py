@@ -145,6 +145,8 @@ class ConsumeLoop:
     def _on_undecodable(self, message: Any, exc: Exception) -> None:
         """kombu refused the message before our callback (e.g. an unknown compression
         header): the bytes cannot be read as sent, so it is dead-lettered."""
+        if self._releasing:
+            return  # redelivered on the next connection, like any delivery during a close
         self._acker.received(message)
         delivery = Delivery(message, to_inbound(message), self._generation)
         delivery.attempts = 1
@@ -441,6 +443,10 @@ class ConsumeLoop:
                 self._conn.release()
             except Exception as exc:  # already gone, or broke while closing: either way gone
                 log.debug("connection.release_failed", service=self.service, error=repr(exc))
+                # A close that broke halfway may leave the socket (and its consumer's
+                # unacked deliveries) open until GC or a heartbeat timeout: drop it now.
+                with contextlib.suppress(Exception):
+                    self._conn.collect()
             finally:
                 self._releasing = False
         self._conn, self._consumer = None, None
