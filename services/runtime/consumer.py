@@ -9,6 +9,7 @@ after a backoff while other deliveries keep flowing.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
