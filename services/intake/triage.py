@@ -57,7 +57,10 @@ _SIGNALS: list[tuple[str, Severity, str]] = [
 ]
 # One pass over the text for all signals: a named group per signal. Matching on the
 # lower-cased text is ~3x faster than IGNORECASE; phrases are cut from the original.
-_PATTERN = "|".join(f"(?P<{n}>{p})" for n, _, p in _SIGNALS)
+# NOTE: every signal starts at a word boundary: a phrase inside another word ("we" in
+# "answer") is no signal, and the engine skips mid-word positions at once instead of
+# trying every alternative there (a 500-character text: ~300 -> ~110 us here).
+_PATTERN = r"\b(?:" + "|".join(f"(?P<{n}>{p})" for n, _, p in _SIGNALS) + ")"
 _ANY_LOWER = re.compile(_PATTERN)
 _ANY_IGNORECASE = re.compile(_PATTERN, re.IGNORECASE)
 _SEVERITY = {name: severity for name, severity, _ in _SIGNALS}

@@ -154,3 +154,8 @@ def test_triage_never_raises_on_arbitrary_text(texts: list[str]) -> None:
         assert hint.points_to in ("business_critical", "standard")
         assert 1 <= len(hint.phrases) <= MAX_PHRASES
         assert all(p and p in collapsed for p in hint.phrases)
+
+
+def test_a_signal_inside_another_word_is_no_signal() -> None:
+    assert triage_hints("The unconfigured printer is fine, no blackoutage here.") == []
+    assert [h.signal for h in triage_hints("Please configure the printer")] == ["configuration"]
