@@ -159,3 +159,31 @@ def test_triage_never_raises_on_arbitrary_text(texts: list[str]) -> None:
 def test_a_signal_inside_another_word_is_no_signal() -> None:
     assert triage_hints("The unconfigured printer is fine, no blackoutage here.") == []
     assert [h.signal for h in triage_hints("Please configure the printer")] == ["configuration"]
+
+
+VOCABULARY = (
+    "nobody on our team can log in sign locked out the system is down outage data loss "
+    "lost all our data security breach hacked only me just how do I quick question typo "
+    "configure set up cms content unreachable whole company everyone cannot İstanbul "
+    "we were deleted every launch is blocked core operations can't reach our tools"
+)
+WORDS = st.sampled_from(VOCABULARY.split())
+
+
+@settings(max_examples=300)
+@given(st.lists(WORDS, max_size=40).map(" ".join))
+def test_skipping_signals_without_their_words_changes_no_hint(text: str) -> None:
+    from services.intake import triage
+
+    everything = tuple(name for name, _, _ in triage._SIGNALS)
+    lowered = text.lower()
+    same = len(lowered) == len(text)
+    full = triage._scanner(everything, not same).finditer(lowered if same else text)
+    expected: dict[str, list[str]] = {}
+    for match in full:
+        phrase = " ".join(text[match.start() : match.end()].split()).lower()
+        phrases = expected.setdefault(match.lastgroup or "", [])
+        if phrase not in phrases and len(phrases) < MAX_PHRASES:
+            phrases.append(phrase)
+    got = {h.signal: [p.lower() for p in h.phrases] for h in triage_hints(text)}
+    assert got == expected
