@@ -31,9 +31,15 @@ from tests.integration.conftest import PG_URL, RunningService, wait_for
 from tests.integration.test_notifier import (  # noqa: F401 - notifier_env is a fixture
     events_for_ticket,
     notifier_env,
+    oncall_file,
     publish,
 )
-from tests.integration.test_notifier_channels import free_port, serve, smtp  # noqa: F401
+from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
+    always,
+    free_port,
+    serve,
+    smtp,
+)
 from tests.integration.test_sla_timer import email
 from tests.support.broker import close_connection
 from tests.support.capture import Capture
@@ -139,7 +145,7 @@ def test_run_all_serves_every_service_on_one_port(  # type: ignore[no-untyped-de
     assert {name: sorted(checks) for name, checks in body["services"].items()} == {
         "intake": ["broker"],
         "sla_timer": ["broker", "relay", "scheduler", "store"],
-        "notifier": ["broker", "store", "worker"],
+        "notifier": ["broker", "relay", "sender", "store", "worker"],
     }
     with pytest.raises(httpx.ConnectError):  # the server stopped with the services
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
@@ -224,23 +230,55 @@ def test_healthz_names_the_store_when_it_cannot_be_reached(
 
 def test_failed_notifications_are_counted_by_channel(  # type: ignore[no-untyped-def]
     notifier_env,  # noqa: F811 - the fixture imported above
+    serve,  # noqa: F811
     events: Capture,
+    tmp_path: Path,
 ) -> None:
     notifier_settings: NotifierSettings = notifier_env[0]
-    down = notifier_settings.model_copy(update={"smtp_port": free_port()})  # nobody listens
+    mira = notifier_env[2]
+    # kim's pager answers 503 and nobody listens on the SMTP port: each of kim's attempts
+    # fails, by either method, until the short budget is spent; mira (level 2) is paged.
+    kim, team = serve(always(503)), serve(always(200))
+    folder = tmp_path / "failing"
+    folder.mkdir()
+    down = notifier_settings.model_copy(
+        update={
+            "oncall_file": oncall_file(folder, kim, mira, team),
+            "smtp_port": free_port(),
+            "send_retry_budget_s": 1.0,
+            "send_retry_max_s": 0.2,
+        }
+    )
     runner = ServiceRunner(notifier_bootstrap(down), down, RuntimeMetrics.create())
     service = RunningService(runner).start()
     try:
         with serving(down, runner) as port:
             opened, _ = events_for_ticket()
             publish(down.amqp_url, down.amqp_prefix, opened)
-            wait_for(lambda: settled(scrape(port), "notifier") >= 1, timeout=20)
+            wait_for(
+                lambda: (
+                    value(scrape(port), "notifications_failed_total", channel="paging_webhook") == 1
+                ),
+                timeout=20,
+            )
             samples = scrape(port)
     finally:
         service.stop()
-    assert value(samples, "notifications_failed_total", channel="email") == 1
+    attempts = {
+        channel: value(samples, "notification_attempts_failed_total", channel=channel) or 0
+        for channel in ("paging_webhook", "email")
+    }
+    assert attempts["paging_webhook"] >= 2 and attempts["email"] >= 2  # rounds of both
+    assert attempts["paging_webhook"] == len(kim.requests)  # one per real try
+    # Given up once, counted by the notification's (first) channel; mira's page went.
+    assert value(samples, "notifications_failed_total", channel="paging_webhook") == 1
+    assert value(samples, "notifications_failed_total", channel="email") is None
     assert value(samples, "notifications_sent_total", channel="paging_webhook") == 1
+    assert len(mira.requests) == 1
     assert value(samples, "notifications_sent_total", channel="email") is None
+    # The input was handled (its sends queued) and acked: nothing is dead-lettered.
+    assert value(samples, "messages_settled_total", service="notifier", outcome="acked") == 1
     assert (
-        value(samples, "messages_settled_total", service="notifier", outcome="dead_lettered") == 1
+        value(samples, "messages_settled_total", service="notifier", outcome="dead_lettered")
+        is None
     )

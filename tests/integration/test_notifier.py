@@ -3,6 +3,7 @@ one notification per key, however often an event is delivered."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,10 +13,13 @@ from pathlib import Path
 import pika
 import pytest
 
-from schemas.events import CloudEvent, SlaBreached, TicketOpened, make_event
+from schemas.events import CloudEvent, SlaBreached, TicketOpened, TicketResolved, make_event
 from schemas.ticket import Submitter, Ticket
+from services.common.store_engine import engine_for
 from services.intake.main import IntakeSettings
+from services.notifier.ledger import Ledger
 from services.notifier.main import NotifierSettings, bootstrap
+from services.notifier.outcomes import NOTIFICATION_TYPE
 from services.runtime.app import ServiceRunner
 from services.runtime.metrics import RuntimeMetrics
 from services.upstream import pika_parameters
@@ -28,7 +32,7 @@ from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
     serve,
     smtp,
 )
-from tests.support.capture import Capture
+from tests.support.capture import Capture, Received
 
 TID = "T-email-0207b44e3d661cc0"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -168,24 +172,22 @@ def test_the_same_breach_three_times_pages_each_person_once(notifier_env, events
     finally:
         service.stop()
 
+    # One notification per person per reason and level, by their first contact method
+    # for a page (the paging webhook); email is only a fallback, and nothing failed.
     kim_keys = Counter(r.headers.get("X-Notification-Key") for r in kim.requests)
     mira_keys = Counter(r.headers.get("X-Notification-Key") for r in mira.requests)
-    assert all(n == 1 for n in kim_keys.values()), kim_keys
-    assert all(n == 1 for n in mira_keys.values()), mira_keys
-    assert {k.split(":")[1] for k in kim_keys} == {"opened", "breached"}
-    assert {k.split(":")[1] for k in mira_keys} == {"breached"}
+    assert kim_keys == Counter(
+        [f"{TID}:opened:1:kim:paging_webhook", f"{TID}:breached:1:kim:paging_webhook"]
+    )
+    assert mira_keys == Counter([f"{TID}:breached:2:mira:paging_webhook"])
     assert [r.json()["event_action"] for r in mira.requests] == ["trigger"]
     assert mira.requests[0].json()["dedup_key"] == f"{TID}:breached"
+    assert inbox.messages == []
 
-    sent = [r.json() for r in events.take(1, settle=0.5) if r.routing_key == "escalation.sent"]
+    sent = [r.json() for r in events.take(3, settle=0.5) if r.routing_key == "escalation.sent"]
     sent_keys = Counter(e["data"]["notification_key"] for e in sent)
-    assert all(n == 1 for n in sent_keys.values()), sent_keys
-    email_keys = {k for k in sent_keys if k.endswith(":email")}
-    assert set(sent_keys) == set(kim_keys) | set(mira_keys) | email_keys
-    message_ids = Counter(message["Message-ID"] for _, message in inbox.messages)
-    assert len(message_ids) == len(email_keys) == len(inbox.messages)  # one mail per key
-    recipients = sorted(envelope.rcpt_tos[0] for envelope, _ in inbox.messages)
-    assert recipients == ["kim@support.example", "kim@support.example", "mira@support.example"]
+    assert sent_keys == kim_keys + mira_keys  # one escalation.sent per key
+    assert {e["data"]["channel"] for e in sent} == {"paging_webhook"}
 
 
 def test_a_restarted_notifier_does_not_page_again(notifier_env, events: Capture) -> None:  # type: ignore[no-untyped-def]
@@ -210,42 +212,160 @@ def test_a_restarted_notifier_does_not_page_again(notifier_env, events: Capture)
     )
 
 
-def test_smtp_down_fails_dead_letters_and_a_replay_delivers_once_it_is_back(  # type: ignore[no-untyped-def]
-    notifier_env, events: Capture
-) -> None:
-    settings, kim, _, (inbox, _) = notifier_env
-    down = settings.model_copy(update={"smtp_port": free_port()})  # nobody listens there
+def email_only_oncall(tmp_path: Path, team: Server) -> Path:
+    """kim on call alone (level 2 too: nobody to escalate to), by email only: a failing
+    SMTP server reaches nobody."""
+    start = (NOW - timedelta(days=NOW.weekday() + 7)).date()
+    path = tmp_path / "oncall-email.yaml"
+    path.write_text(
+        f"""
+people:
+  - {{id: kim, name: Kim, email: kim@support.example}}
+schedules:
+  primary: {{timezone: UTC, rotation: [kim], handoff: {{weekday: mon, hour: 9}}, start: {start}}}
+escalation:
+  - {{level: 1, schedules: [primary]}}
+  - {{level: 2, people: [kim]}}
+team_channel: {{name: team, chat_webhook: "{team.url}", timezone: UTC}}
+digest_interval: 1s
+"""
+    )
+    return path
+
+
+KIM_BY_EMAIL = f"{TID}:opened:1:kim:email"
+
+
+def give_up_on_email(  # type: ignore[no-untyped-def]
+    settings: NotifierSettings, start_server, events: Capture
+) -> tuple[NotifierSettings, Server, Received]:
+    """kim's page by email while nobody listens on the SMTP port, with a short retry
+    budget: given up, dead-lettered (returned) and told to the team channel."""
+    team = start_server(always(200))
+    on_email = settings.model_copy(
+        update={
+            "oncall_file": email_only_oncall(settings.oncall_file.parent, team),
+            "send_retry_budget_s": 1.5,
+            "send_retry_max_s": 0.2,
+        }
+    )
+    down = on_email.model_copy(update={"smtp_port": free_port()})  # nobody listens there
     opened, _ = events_for_ticket()
+    dead = Capture(down.amqp_url, f"{down.amqp_prefix}notifier.urgent.dead")
     service = run_notifier(down)
     try:
         publish(down.amqp_url, down.amqp_prefix, opened)
-        dead = Capture(down.amqp_url, f"{down.amqp_prefix}notifier.events.dead").take(1)
+        [letter] = dead.take(1)
+        wait(lambda: any(TID in r.json()["text"] for r in team.requests), timeout=10)
     finally:
         service.stop()
-    [letter] = dead
-    assert letter.headers["x-error-reason"] == "smtp_unavailable"
-    assert "kim:email" in letter.headers["x-error"]
-    failed = [r.json() for r in events.take(1, settle=0.5) if r.routing_key == "escalation.failed"]
-    assert [f["data"]["notification_key"] for f in failed] == [f"{TID}:opened:1:kim:email"]
-    assert len(kim.requests) == 1  # the page itself went out
-    assert inbox.messages == []
 
-    # SMTP is back: replay the dead letter where it came from.
-    service = run_notifier(settings)
+    assert letter.content_type == NOTIFICATION_TYPE
+    assert letter.headers["x-error-reason"] == "undeliverable"
+    assert letter.headers["x-error"].startswith("kim by email: ")
+    assert letter.headers["x-notification-key"] == KIM_BY_EMAIL
+    assert letter.headers["x-original-exchange"] == ""
+    assert letter.headers["x-original-routing-key"] == f"{down.amqp_prefix}notifier.urgent"
+    assert json.loads(letter.body)["notification"]["channel"] == "email"
+    failed = [r.json() for r in events.take(1, settle=0.5) if r.routing_key == "escalation.failed"]
+    [given_up] = [f["data"] for f in failed]
+    assert given_up["notification_key"] == KIM_BY_EMAIL
+    assert given_up["attempts"] > 1  # retried in rounds for the budget, then given up
+    assert "kim by email" in given_up["error"]
+    # The team channel is told that kim could not be reached about this ticket.
+    [notice] = [r.json()["text"] for r in team.requests if TID in r.json()["text"]]
+    assert "Undelivered" in notice
+    return on_email, team, letter
+
+
+def routed(events: Capture, routing_key: str, timeout: float = 10) -> list[dict]:  # type: ignore[type-arg]
+    """The data of every `routing_key` event captured, once there is one (or the timeout)."""
+
+    def found() -> list[dict]:  # type: ignore[type-arg]
+        return [r.json()["data"] for r in events.drain() if r.routing_key == routing_key]
+
+    wait(lambda: bool(found()), timeout)
+    return found()
+
+
+def replay(settings: NotifierSettings, letter: Received) -> None:
+    """The dead letter published back where its headers say, as an operator would."""
+    conn = pika.BlockingConnection(pika_parameters(settings.amqp_url))
     try:
-        conn = pika.BlockingConnection(pika_parameters(settings.amqp_url))
-        try:
-            conn.channel().basic_publish(
-                letter.headers["x-original-exchange"],
-                letter.headers["x-original-routing-key"],
-                letter.body,
-                pika.BasicProperties(message_id=letter.message_id, delivery_mode=2),
-            )
-        finally:
-            conn.close()
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(
+            letter.headers["x-original-exchange"],
+            letter.headers["x-original-routing-key"],
+            letter.body,
+            pika.BasicProperties(
+                message_id=letter.message_id,
+                content_type=letter.content_type,
+                headers=letter.headers,
+                delivery_mode=2,
+            ),
+            mandatory=True,
+        )
+    finally:
+        conn.close()
+
+
+def test_smtp_down_fails_dead_letters_and_a_replay_delivers_once_it_is_back(  # type: ignore[no-untyped-def]
+    notifier_env,
+    serve,  # noqa: F811
+    events: Capture,
+) -> None:
+    settings, kim, _, (inbox, _) = notifier_env
+    on_email, _team, letter = give_up_on_email(settings, serve, events)
+    assert inbox.messages == [] and kim.requests == []
+
+    # SMTP is back: replay the dead letter where it came from; replayed twice, it is
+    # still one mail.
+    events.received.clear()
+    service = run_notifier(on_email)
+    try:
+        replay(on_email, letter)
         wait(lambda: len(inbox.messages) >= 1)
-        time.sleep(1.0)
+        replay(on_email, letter)
+        time.sleep(1.5)
     finally:
         service.stop()
     assert [envelope.rcpt_tos for envelope, _ in inbox.messages] == [["kim@support.example"]]
-    assert len(kim.requests) == 1  # the page is not sent again on replay
+    [(_, mail)] = inbox.messages
+    assert mail["X-Premium-Support-Key"] == KIM_BY_EMAIL
+    sent = [e for e in routed(events, "escalation.sent") if e["person"] == "kim"]
+    assert [(e["notification_key"], e["channel"]) for e in sent] == [(KIM_BY_EMAIL, "email")]
+
+
+def test_a_dead_letter_replayed_after_the_ticket_was_resolved_is_cancelled(  # type: ignore[no-untyped-def]
+    notifier_env,
+    serve,  # noqa: F811
+    events: Capture,
+) -> None:
+    settings, _, _, (inbox, _) = notifier_env
+    on_email, _team, letter = give_up_on_email(settings, serve, events)
+
+    events.received.clear()
+    resolved = make_event(
+        TicketResolved(ticket_id=TID, at=NOW + timedelta(minutes=5)),
+        service="intake",
+        subject=TID,
+        cause="resolved",
+        correlation_id="c-1",
+        now=NOW + timedelta(minutes=5),
+    )
+    ledger = Ledger(engine_for(on_email.notifier_store_url))
+    service = run_notifier(on_email)
+    try:
+        publish(on_email.amqp_url, on_email.amqp_prefix, resolved)
+        wait(lambda: getattr(ledger.notes(TID), "closed", None) == "resolved")
+        replay(on_email, letter)
+        cancelled = routed(events, "escalation.cancelled")
+        time.sleep(1.0)  # a mail would have gone out by now
+    finally:
+        service.stop()
+        ledger.engine.dispose()
+    assert [c["notification_key"] for c in cancelled] == [KIM_BY_EMAIL]
+    assert "the ticket is closed (resolved)" in cancelled[0]["why"]
+    assert inbox.messages == []
+    assert [e for e in routed(events, "escalation.sent") if e["person"] == "kim"] == []

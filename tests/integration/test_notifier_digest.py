@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from schemas.events import CloudEvent, EscalationSent, SlaBreached, make_event
+from services.common.store_engine import LeaderLock
 from services.intake.main import IntakeSettings
 from services.notifier.channels import RetryPolicy
 from services.notifier.decisions import Notification
@@ -26,8 +28,9 @@ from services.notifier.oncall import load_oncall
 from services.notifier.render import DIGEST_MAX
 from services.notifier.worker import NotifierWorker
 from services.runtime.config import RuntimeSettings
-from services.runtime.outbox import OutboxRow, PublishingWorker
+from services.runtime.outbox import OutboxRelay, PublishingWorker
 from services.sla_timer.store import engine_for
+from tests.integration.conftest import wait_for
 from tests.integration.test_notifier import publish, run_notifier
 from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
     Serve,
@@ -294,25 +297,70 @@ def test_a_worker_outlives_an_unexpected_error_and_reports_a_stall() -> None:
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_two_replicas_relay_each_outbox_event_once(store_url: str) -> None:
-    one, other = (DigestQueue(engine_for(store_url)) for _ in range(2))
-    Ledger(one.engine).migrate()
-    queue_notices(one, 5)
-    with one.engine.connect() as conn:
-        entries_ = one.pending(conn, limit=10)
-    events_ = [NotifierWorker._event(e, EscalationSent, NOW) for e in entries_]
-    one.mark_done(entries_, events_, NOW, "sent")
-    published: list[str] = []
+def test_two_replicas_relay_each_outbox_event_once(
+    store_url: str, settings: IntakeSettings, events: Capture
+) -> None:
+    """Two notifier replicas on one PostgreSQL store, each with its OutboxRelay: one
+    leader publishes (to the real broker), the other waits; when the leader stops, the
+    other takes over at once. Every outbox event is published once."""
+    queues = [DigestQueue(engine_for(store_url)) for _ in range(2)]
+    Ledger(queues[0].engine).migrate()
+    lock = random.randint(1, 2**31 - 1)  # no other test or deployment contends for it
+    relays = [
+        OutboxRelay(
+            settings,
+            f"notifier.relay.{i}",
+            Ledger(q.engine),
+            poll_s=0.05,
+            leader=LeaderLock(q.engine, lock),
+        )
+        for i, q in enumerate(queues)
+    ]
+    stops = [threading.Event() for _ in relays]
+    threads = [
+        threading.Thread(target=r.run, args=(s,)) for r, s in zip(relays, stops, strict=True)
+    ]
+    written: list[str] = []
 
-    def slow_publish(rows: list[OutboxRow]) -> None:
-        time.sleep(0.3)  # the other replica tries meanwhile
-        published.extend(r.event_id for r in rows)
+    def write(first: int, count: int) -> None:
+        """Team notices sent: their escalation.sent events go in the outbox."""
+        one = queues[0]
+        keys = queue_notices(one, first + count)[first:]
+        with one.engine.connect() as conn:
+            pending = [
+                e for e in one.pending(conn, limit=100) if e.notification.notification_key in keys
+            ]
+        events_ = [NotifierWorker._event(e, EscalationSent, NOW) for e in pending]
+        one.mark_done(pending, events_, NOW, "sent")
+        written.extend(e.id for e in events_)
 
-    threads = [threading.Thread(target=q.relay, args=(slow_publish, NOW)) for q in (one, other)]
+    def published() -> list[str]:
+        return [r.message_id or "" for r in events.drain() if r.routing_key == "escalation.sent"]
+
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(10)
-    assert len(events_) == 5
-    assert sorted(published) == sorted(e.id for e in events_)  # each once, by one replica
-    assert one.unpublished() == []
+    try:
+        write(0, 5)
+        wait_for(lambda: len(published()) >= 5)
+        [leader] = [i for i, r in enumerate(relays) if r.published]
+        assert relays[1 - leader].published == 0  # the other replica only waited
+        stops[leader].set()  # the leader stops (or dies): its lock goes with it
+        threads[leader].join(10)
+        write(5, 5)
+        wait_for(lambda: len(published()) >= 10)
+        time.sleep(0.5)  # a second publication of any row would have arrived by now
+    finally:
+        for stop in stops:
+            stop.set()
+        for t in threads:
+            t.join(10)
+        for q in queues:
+            q.engine.dispose()
+    assert len(written) == 10
+    assert Counter(published()) == Counter(written)  # each once
+    assert relays[leader].published == 5 and relays[1 - leader].published == 5
+    check = engine_for(store_url)
+    try:
+        assert Ledger(check).unsent(100) == []
+    finally:
+        check.dispose()

@@ -1,19 +1,22 @@
-"""The notifier process killed with -9 mid-stream and restarted, on each ledger store:
+"""The notifier process killed with -9 mid-stream and restarted, on each store:
 every breach delivered three times, still one page per person per reason.
 
-What the design allows (README, "Notifications: one per key"): the ledger records a key
-right after its send, so a crash after the remote accepted a send and before the ledger
-recorded it sends that one notification again. The notifier sends one notification at
-a time, so that can only be the notification in flight at the kill: the last one the
-killed process sent. The test asserts exactly that, and nothing looser:
+What the design allows (README, "Notifications: one per key"): inputs are acked once
+their sends are queued (the send queue is the ledger: a key is queued once), the
+sender's threads send and record each result; a claimed send carries a 45 s lease. A
+crash after a remote accepted a send and before the result was recorded leaves that
+send pending under its lease, and the restarted notifier sends it again once the lease
+ran out. So the only repeats are sends that were in flight at the kill (at most one per
+pool thread): sent by the killed process, not recorded as sent. The test asserts exactly
+that, and nothing looser:
 
 - every expected notification arrived (nothing lost), and nothing else did;
 - the killed process sent each key at most once, so did the restarted one;
-- at most one key was sent by both, and only the very last one the killed process sent;
-  being a page, it carries the same PagerDuty `dedup_key` (folded into one incident),
-  being a mail, the same Message-ID;
-- the ledger (SQLite file or PostgreSQL schema, NOTIFIER_STORE_URL) holds every key as
-  sent; every input was acked.
+- a key sent by both is one the killed process sent and had not recorded at the kill;
+  being a page, it carries the same PagerDuty `dedup_key` (folded into one incident);
+- the send queue (SQLite file or PostgreSQL schema, NOTIFIER_STORE_URL) holds every
+  key as sent; every input was acked; every key has one escalation.sent (the outbox
+  is in the store too: what the killed process had not published goes out after).
 
 So that the test can tell which process sent what without relying on timing, the
 restarted notifier reaches the same people (same ids, addresses and routing keys)
@@ -28,6 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,11 +47,16 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from schemas.events import CloudEvent
 from services.intake.ids import ticket_id
 from services.intake.main import IntakeSettings
-from services.notifier.delivery import Deliverer, SmtpSettings
-from services.notifier.ledger import Ledger, ledger_table
+from services.notifier.delivery import Deliverer
+from services.notifier.digest import DigestQueue
+from services.notifier.ledger import Ledger, outbox_table
 from services.notifier.oncall import load_oncall
+from services.notifier.outcomes import Outcomes
+from services.notifier.retry_plan import SendRetry
+from services.notifier.sender import LEASE, POOL_SIZES, Sender
+from services.notifier.sends import SendQueue, sends_table
 from services.notifier.service import Notifier
-from services.runtime.messages import Inbound, Outgoing
+from services.runtime.messages import Inbound
 from services.runtime.names import Names
 from services.sla_timer.store import engine_for
 from services.upstream import pika_parameters
@@ -65,8 +74,10 @@ from tests.integration.test_notifier_channels import (  # noqa: F401 - fixtures
 )
 from tests.support.capture import Capture, queue_depth
 
-TICKETS = 20
-KILL_AFTER = 45  # of the 6 * TICKETS notifications the stream causes
+TICKETS = 30
+KILL_AFTER = 40  # of the 3 * TICKETS pages the stream causes
+# The killed process's sends in flight are claimed again once their lease ran out.
+RESTART_WITHIN_S = LEASE.total_seconds() + 45
 
 
 @dataclass
@@ -167,14 +178,17 @@ def ticket_events(number: int, now: datetime) -> tuple[CloudEvent, CloudEvent]:
 
 
 def expected_keys(tid: str, breached: bool = True) -> list[str]:
-    keys = [f"{tid}:opened:1:kim:paging_webhook", f"{tid}:opened:1:kim:email"]
+    """One page per person per reason and level, by their first method: the pager."""
+    keys = [f"{tid}:opened:1:kim:paging_webhook"]
     if breached:
-        keys += [
-            f"{tid}:breached:{level}:{person}:{channel}"
-            for level, person in ((1, "kim"), (2, "mira"))
-            for channel in ("paging_webhook", "email")
-        ]
+        keys += [f"{tid}:breached:1:kim:paging_webhook", f"{tid}:breached:2:mira:paging_webhook"]
     return keys
+
+
+def send_statuses(engine: sa.Engine) -> dict[str, str]:
+    """Every key in the send queue (the ledger) with its status."""
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(sends_table.c.key, sends_table.c.status)).all())
 
 
 def publish(url: str, prefix: str, events: list[CloudEvent]) -> None:
@@ -228,16 +242,24 @@ def test_kill_9_mid_stream_and_every_breach_three_times_page_each_person_once(
     # Each ticket opened then breached; then every breach delivered twice more.
     stream = [e for pair in tickets for e in pair] + [breached for _, breached in tickets] * 2
     publish(settings.amqp_url, settings.amqp_prefix, stream)
-    queue = f"{settings.amqp_prefix}notifier.events"
-    assert queue_depth(settings.amqp_url, queue) == len(stream)
+    names = Names(settings.amqp_prefix)
+    queues = [names.queue("notifier_urgent"), names.queue("notifier")]
+    assert queue_depth(settings.amqp_url, queues[0]) == len(stream)  # all page-worthy
     expected = {k for opened, _ in tickets for k in expected_keys(opened.subject)}
 
+    store = engine_for(store_url)
     process = notifier_process(settings, store_url, first)
     try:
         wait_for(lambda: alive(process) or len(first.arrivals.snapshot()) >= KILL_AFTER, 60)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        assert len(first.arrivals.snapshot()) < len(expected), "the stream ended before the kill"
+        time.sleep(0.3)  # a request already on the wire is still logged by its server
+        killed_sent = first.arrivals.snapshot()
+        assert len(killed_sent) < len(expected), "the stream ended before the kill"
+        # What the killed process had recorded as sent; the rest it sent was in flight.
+        recorded = {k for k, status in send_statuses(store).items() if status == "sent"}
+        in_flight = set(killed_sent) - recorded
+        assert len(in_flight) <= POOL_SIZES["paging_webhook"]  # at most one per thread
 
         process = notifier_process(settings, store_url, second)
         # A last ticket after the restart: once it is paged, every earlier input (all
@@ -250,26 +272,37 @@ def test_kill_9_mid_stream_and_every_breach_three_times_page_each_person_once(
             alive(process)
             return set(first.arrivals.snapshot()) | set(second.arrivals.snapshot())
 
-        try:
-            wait_for(lambda: arrived() >= expected, 60)
+        def done() -> set[str]:
+            return {k for k, status in send_statuses(store).items() if status == "sent"}
+
+        try:  # the sends in flight at the kill are sent again once their lease ran out
+            wait_for(lambda: arrived() >= expected and done() >= expected, RESTART_WITHIN_S)
         except AssertionError:
-            raise AssertionError(f"never arrived: {sorted(expected - arrived())}") from None
+            missing = (expected - arrived()) | (expected - done())
+            raise AssertionError(f"never sent: {sorted(missing)}") from None
+        time.sleep(0.5)  # a repeat would have arrived by now
     finally:
         process.terminate()  # SIGTERM: finish, ack, exit 0
         process.wait(timeout=30)
+        statuses = send_statuses(store)
+        store.dispose()
     assert process.returncode == 0
-    assert queue_depth(settings.amqp_url, queue) == 0  # every input handled and acked
+    for queue in queues:
+        assert queue_depth(settings.amqp_url, queue) == 0  # every input handled and acked
 
     by_killed, by_restarted = first.arrivals.snapshot(), second.arrivals.snapshot()
+    assert by_killed == killed_sent  # nothing reached the first servers after the kill
     assert set(by_killed) | set(by_restarted) == expected  # nothing lost, nothing else
     assert Counter(by_killed).most_common(1)[0][1] == 1, "the killed notifier sent a key twice"
     assert Counter(by_restarted).most_common(1)[0][1] == 1, "the restarted one sent a key twice"
-    # The one window the design leaves: the notification in flight at the kill.
+    # The one window the design leaves: sends in flight at the kill, not yet recorded
+    # (each of them is sent again: its lease ran out with the process).
     both = set(by_killed) & set(by_restarted)
-    assert both <= {by_killed[-1]}, f"sent again after the restart: {both}"
+    assert both <= in_flight, f"sent again after the restart, though recorded: {both - in_flight}"
+    assert both == in_flight
 
     # The receivers' view: one trigger per person per dedup_key, and a repeat (if the
-    # kill hit the window on a page) carries the same dedup_key, so it is one incident.
+    # kill hit the window) carries the same dedup_key, so it is one incident.
     triggers = Counter(
         (person, body["dedup_key"])
         for r in (first, second)
@@ -281,73 +314,81 @@ def test_kill_9_mid_stream_and_every_breach_three_times_page_each_person_once(
     wanted = {(p, f"{t}:{why}") for t in tids for p, why in reasons}
     wanted.add(("kim", f"{last_opened.subject}:opened"))
     assert set(triggers) == wanted
-    paged_again = {k for k in both if k.endswith(":paging_webhook")}
-    assert sum(triggers.values()) - len(triggers) + first.cut_short() == len(paged_again)
-    mails = Counter(
-        (envelope.rcpt_tos[0], message["Message-ID"])
-        for inbox in (first.inbox, second.inbox)
-        for envelope, message in inbox.messages
-    )
-    assert len(mails) == len({k for k in expected if k.endswith(":email")})
-    # A mail sent again carries the same Message-ID: the repeat is recognisable.
-    assert sum(mails.values()) - len(mails) == len({k for k in both if k.endswith(":email")})
-    assert first.team.requests == [] and second.team.requests == []
+    assert sum(triggers.values()) - len(triggers) + first.cut_short() == len(both)
+    for r in (first, second):  # pages only: no fallback was needed, no team notice
+        assert r.inbox.messages == [] and r.team.requests == []
 
-    # The ledger lives in the configured store and holds every key as sent.
-    engine = engine_for(store_url)
-    try:
-        with engine.connect() as conn:
-            ledger = dict(conn.execute(sa.select(ledger_table.c.key, ledger_table.c.status)).all())
-    finally:
-        engine.dispose()
-    assert ledger == dict.fromkeys(expected, "sent")
+    # The send queue lives in the configured store and holds every key as sent.
+    assert statuses == dict.fromkeys(expected, "sent")
 
-    # escalation.sent: never two different event ids for one key, and one for every
-    # key the restarted notifier sent (it was stopped gracefully: its outputs are
-    # confirmed). Those the killed one sent can be lost: see the test below.
-    events.drain()  # the stopped notifier had every output confirmed: all are queued
-    sent: dict[str, set[str]] = {}
-    for r in events.received:
-        if r.routing_key == "escalation.sent":
-            body = r.json()
-            sent.setdefault(body["data"]["notification_key"], set()).add(body["id"])
-    assert all(len(ids) == 1 for ids in sent.values())
-    assert set(by_restarted) <= set(sent)
+    # escalation.sent: one event id for every key, whichever process sent it (the
+    # killed one's unpublished outbox rows are published by the restarted one).
+    def sent() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for r in events.drain():
+            if r.routing_key == "escalation.sent":
+                body = r.json()
+                found.setdefault(body["data"]["notification_key"], set()).add(body["id"])
+        return found
+
+    wait_for(lambda: set(sent()) >= expected, 10)
+    assert set(sent()) == expected
+    assert all(len(ids) == 1 for ids in sent().values())
 
 
-def sent_events(outputs: list[Outgoing]) -> dict[str, str]:
-    """notification key -> event id of the escalation.sent among a handler's outputs."""
-    return {
-        json.loads(o.body)["data"]["notification_key"]: o.message_id
-        for o in outputs
-        if o.routing_key == "escalation.sent"
-    }
-
-
-def test_a_redelivery_after_a_crash_still_emits_escalation_sent(
+def test_a_redelivered_input_queues_nothing_new_and_escalation_sent_exists_once(
     tmp_path: Path,
+    store_url: str,
     serve: Serve,  # noqa: F811
-    smtp: tuple[Inbox, int],  # noqa: F811
 ) -> None:
     kim, mira, team = serve(always(202)), serve(always(202)), serve(always(200))
-    inbox, port = smtp
     oncall = load_oncall(oncall_file(tmp_path, kim, mira, team))
-    ledger = Ledger(engine_for(str(tmp_path / "notifier.db")))
+    ledger = Ledger(engine_for(store_url))
     ledger.migrate()
-    smtp_settings = SmtpSettings("127.0.0.1", port, "premium-support@localhost")
-    notifier = Notifier(ledger, Deliverer(oncall, smtp_settings), Names("t."))
-    opened, _ = ticket_events(0, datetime.now(UTC))
-    inbound = Inbound(
-        body=opened.model_dump_json().encode(),
-        routing_key=opened.routing_key,
-        exchange="t.support.events",
-        message_id=opened.id,
+    sends, digests, retry = SendQueue(ledger.engine), DigestQueue(ledger.engine), SendRetry()
+    outcomes = Outcomes(sends, ledger, digests, oncall, Names("t."), retry)
+    notifier = Notifier(ledger, sends, outcomes, oncall, digests)
+    deliverer = Deliverer(oncall, None)
+    sender = Sender(sends, ledger, deliverer, outcomes, retry)
+    opened, breached = ticket_events(0, datetime.now(UTC))
+    inbounds = [
+        Inbound(
+            body=e.model_dump_json().encode(),
+            routing_key=e.routing_key,
+            exchange="t.support.events",
+            message_id=e.id,
+        )
+        for e in (opened, breached)
+    ]
+    expected = set(expected_keys(opened.subject))
+    stop = threading.Event()
+    try:
+        assert notifier.handle_batch(inbounds) == [[], []]  # queued, nothing to publish
+        # The process dies before the broker had the acks: both inputs come again, and
+        # again after their pages went out.
+        assert notifier.handle_batch(inbounds) == [[], []]
+        assert set(send_statuses(ledger.engine)) == expected
+        deadline = time.monotonic() + 10
+        while set(send_statuses(ledger.engine).values()) != {"sent"}:
+            assert time.monotonic() < deadline, send_statuses(ledger.engine)
+            sender.turn()
+            time.sleep(0.01)
+        assert notifier.handle_batch(inbounds) == [[], []]
+        for _ in range(20):
+            assert sender.turn() == 0  # nothing new to send
+            time.sleep(0.01)
+        assert send_statuses(ledger.engine) == dict.fromkeys(expected, "sent")
+    finally:
+        stop.set()
+        sender.run(stop)
+        deliverer.close()
+    assert len(kim.requests) == 2 and len(mira.requests) == 1  # opened, breached; breached
+    with ledger.engine.connect() as conn:
+        outbox = conn.execute(sa.select(outbox_table.c.event_id, outbox_table.c.body)).all()
+    ledger.engine.dispose()
+    sent = Counter(
+        json.loads(row.body)["data"]["notification_key"]
+        for row in outbox
+        if json.loads(row.body)["type"] == "support.escalation.sent"
     )
-
-    first = sent_events(notifier.handle(inbound))
-    assert set(first) == set(expected_keys(opened.subject, breached=False))
-    # The process dies here, before the broker confirmed those outputs: they are never
-    # published, the input is not acked, and the broker redelivers it.
-    again = sent_events(notifier.handle(inbound))
-    assert len(kim.requests) == 1 and len(inbox.messages) == 1  # not sent twice: right
-    assert again == first  # the same escalation.sent, same ids (consumers drop repeats)
+    assert sent == Counter(expected)  # exactly one escalation.sent per key
