@@ -27,6 +27,7 @@ _HEADLINES = {
     "missed": "Response target missed",
     "acknowledged": "Acknowledged",
     "resolved": "Resolved",
+    "undelivered": "Could not reach anyone on call",
 }
 
 
@@ -89,7 +90,7 @@ def headline_of(n: Notification, notes: TicketNotes) -> str:
     if base == "opened" and notes.severity != "business_critical":
         return "Ticket opened"
     text = _HEADLINES.get(base, base.replace("_", " ").capitalize())
-    if n.person == TEAM and n.level > 0:
+    if n.person == TEAM and n.level > 0 and base != "undelivered":
         text += f" (nobody on call at level {n.level})"
     return text
 

@@ -123,6 +123,14 @@ class Ledger:
 
     def add_outbox(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Rows of event_id, routing_key, body (and exchange, headers, content_type)."""
+        # NOTE: a multi-row insert takes its columns from the first row: give every row
+        # all of them, or a dead letter after an event would lose its exchange.
+        defaults = {
+            "exchange": "support.events",
+            "headers": None,
+            "content_type": "application/cloudevents+json",
+        }
+        rows = [defaults | row for row in rows]
         if rows:
             insert = postgresql_insert if self.is_postgres else sqlite_insert
             conn.execute(

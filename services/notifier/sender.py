@@ -41,6 +41,7 @@ POOL_SIZES = {"paging_webhook": 8, "chat_webhook": 8, "email": 4, "generic_webho
 LEASE = timedelta(seconds=45)
 RENEW_EVERY_S = 15.0
 IDLE_S = 0.5  # longest sleep: replicas see each other's new sends this late at most
+SEND_ORDER = {"page": 0, "remind": 1, "notify": 2}
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Sender:
         self._sizes = sizes
         self._busy = dict.fromkeys(sizes, 0)  # sends started and not yet recorded, per pool
         self._claimed: dict[str, SendRow] = {}
+        self._unrecorded: list[Attempt] = []
         self._renewed = time.monotonic()
         self.beat = time.monotonic()
 
@@ -114,22 +116,21 @@ class Sender:
         if self._claimed and time.monotonic() - self._renewed > RENEW_EVERY_S:
             self.sends.renew(list(self._claimed), now + LEASE)
             self._renewed = time.monotonic()
-        free = {name: self._sizes[name] - busy for name, busy in self._busy.items()}
-        if sum(free.values()) <= 0:
+        due = self.sends.next_due(now)  # a read: no write lock unless there is work
+        if due is None or due > now:
             return 0
-        rows = self.sends.claim(now, sum(free.values()), LEASE)
+        rows: list[SendRow] = []
+        for name, busy in self._busy.items():
+            free = self._sizes[name] - busy
+            if free <= 0:
+                continue
+            if name == "other":
+                rows += self.sends.claim(now, free, LEASE, except_methods=list(POOL_SIZES))
+            else:
+                rows += self.sends.claim(now, free, LEASE, methods=[name])
         if not rows:
             return 0
-        # Only what a pool can start now is kept; the rest goes back at once, so nothing
-        # claimed ever waits (or is stranded by a crash) in a pool's queue.
-        kept: list[SendRow] = []
-        for row in rows:
-            pool = self._pool_of(row.method)
-            if free[pool] > 0:
-                free[pool] -= 1
-                kept.append(row)
-        self.sends.release([r.key for r in rows if r not in kept])
-        rows = kept
+        rows.sort(key=lambda r: SEND_ORDER.get(r.notification.kind, 2))
         with self.ledger.engine.connect() as conn:
             notes = self.ledger.notes_in(conn, {r.notification.ticket_id for r in rows})
         for row in rows:
@@ -177,18 +178,24 @@ class Sender:
                 return done
 
     def _record(self, attempts: list[Attempt]) -> None:
+        attempts = self._unrecorded + attempts
         if not attempts:
             return
-        for a in attempts:
-            self._busy[self._pool_of(a.method)] -= 1
-            self._claimed.pop(a.row.key, None)
+        # Kept until committed: a store that fails here gets them again next turn (their
+        # leases are still renewed meanwhile), instead of losing them and sending twice.
+        self._unrecorded = attempts
         with self.ledger.engine.begin() as conn:
             for a in attempts:
                 if a.error is None:
                     self.outcomes.sent(conn, a.row, a.method, a.at)
-                    self.metrics.sent.labels(a.method).inc()
                 else:
                     self._failed(conn, a)
+        self._unrecorded = []
+        for a in attempts:
+            self._busy[self._pool_of(a.method)] -= 1
+            self._claimed.pop(a.row.key, None)
+            if a.error is None:
+                self.metrics.sent.labels(a.method).inc()
         if self.on_commit is not None:
             self.on_commit()
 

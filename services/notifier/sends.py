@@ -40,6 +40,9 @@ sends_table = sa.Table(
     sa.Column("correlation_id", sa.String(200), nullable=False),
     sa.Column("unless_acknowledged", sa.Boolean, nullable=False),
     sa.Column("method_index", sa.Integer, nullable=False),
+    # The contact method the next attempt uses (methods[method_index]): sends are claimed
+    # per channel pool, so a full pool never keeps other channels' sends waiting.
+    sa.Column("method", sa.String(32), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
@@ -106,6 +109,7 @@ class SendQueue:
             "correlation_id": correlation_id,
             "unless_acknowledged": unless_acknowledged,
             "method_index": 0,
+            "method": n.channel,
             "attempts": 0,
             "queued_at": now,
             "next_attempt_at": now,
@@ -118,11 +122,24 @@ class SendQueue:
                 self._insert(sends_table).on_conflict_do_nothing(index_elements=["key"]), rows
             )
 
-    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[SendRow]:
-        """Due sends, pages first, leased to this sender; replicas skip each other's."""
+    def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        methods: list[str] | None = None,
+        except_methods: list[str] | None = None,
+    ) -> list[SendRow]:
+        """Due sends, pages first, leased to this sender; replicas skip each other's.
+        `methods` / `except_methods` pick the sends whose next attempt uses (or does not
+        use) those contact methods."""
+        due = sa.select(sends_table)
+        if methods is not None:
+            due = due.where(sends_table.c.method.in_(methods))
+        if except_methods is not None:
+            due = due.where(sends_table.c.method.not_in(except_methods))
         due = (
-            sa.select(sends_table)
-            .where(sends_table.c.status == "pending")
+            due.where(sends_table.c.status == "pending")
             .where(sends_table.c.next_attempt_at <= now)
             .where(sa.or_(sends_table.c.leased_until.is_(None), sends_table.c.leased_until < now))
             .order_by(sends_table.c.priority, sends_table.c.next_attempt_at)
@@ -180,6 +197,11 @@ class SendQueue:
         return {r.notification.person for r in map(_row, rows) if r.notification.reason == n.reason}
 
     def update(self, conn: Connection, key: str, **values: Any) -> None:
+        if "method_index" in values:
+            row = self.get(conn, key)
+            if row is not None:
+                methods = row.notification.methods
+                values["method"] = methods[values["method_index"] % len(methods)]
         conn.execute(
             sends_table.update().where(sends_table.c.key == key).values(leased_until=None, **values)
         )
