@@ -274,7 +274,7 @@ def give_up_on_email(  # type: ignore[no-untyped-def]
     assert "kim by email" in given_up["error"]
     # The team channel is told that kim could not be reached about this ticket.
     [notice] = [r.json()["text"] for r in team.requests if TID in r.json()["text"]]
-    assert "Undelivered" in notice
+    assert "Could not reach anyone on call" in notice
     return on_email, team, letter
 
 
