@@ -159,6 +159,13 @@ class SendQueue:
 
     def renew(self, keys: list[str], until: datetime) -> None:
         """Extend the leases of sends this sender is still working on."""
+        self._lease(keys, until)
+
+    def release(self, keys: list[str]) -> None:
+        """Give claimed sends back at once (not started, or the sender is stopping)."""
+        self._lease(keys, None)
+
+    def _lease(self, keys: list[str], until: datetime | None) -> None:
         if keys:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -166,17 +173,6 @@ class SendQueue:
                     .where(sends_table.c.key.in_(keys))
                     .where(sends_table.c.status == "pending")
                     .values(leased_until=until)
-                )
-
-    def release(self, keys: list[str]) -> None:
-        """Give claimed sends back at once (not started, or the sender is stopping)."""
-        if keys:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sends_table.update()
-                    .where(sends_table.c.key.in_(keys))
-                    .where(sends_table.c.status == "pending")
-                    .values(leased_until=None)
                 )
 
     def get(self, conn: Connection, key: str) -> SendRow | None:
