@@ -31,9 +31,13 @@ naming the channel it really went by; nothing is given up, cancelled or dead-let
 PAGE_OUTAGE_MODE: `mixed` (default): the single-endpoint outages are really down
 (listening socket closed, connections cut, connections refused), the outage of both
 answers errors (HTTP 503, SMTP 451) so every failed attempt is visible from outside;
-`refuse`: every outage really down; `error`: every outage answers errors.
-PAGE_OUTAGE_TICKETS (200), PAGE_OUTAGE_STORE (`sqlite` or `postgresql` for the
-notifier's store). The run's figures are printed (pytest -s) and recorded as the
+`refuse`: every outage really down; `error`: every outage answers errors; `hang`:
+every outage a black hole (connections made, never answered), so each attempt lasts
+the channel's timeout (10 s): there a page may be later than promised (the fallback
+waits one timeout, and the paging pool holds only so many hanging attempts), which is
+reported as an expected failure once everything else held; lost or doubled pages
+still fail. PAGE_OUTAGE_TICKETS (200), PAGE_OUTAGE_STORE (`sqlite` or `postgresql` for
+the notifier's store). The run's figures are printed (pytest -s) and recorded as the
 test's `page_outage_figures` property.
 """
 
