@@ -23,7 +23,8 @@ class SendRetry:
 
     def backoff(self, rounds: int, jitter: float) -> timedelta:
         """Before round `rounds + 1`: initial * 2**(rounds-1), capped, plus up to +50%."""
-        base: timedelta = min(self.longest, self.initial * 2 ** max(0, rounds - 1))
+        # NOTE: the exponent is capped: 2**rounds overflows timedelta after ~50 rounds.
+        base: timedelta = min(self.longest, self.initial * 2 ** min(max(0, rounds - 1), 30))
         return base * (1 + 0.5 * min(max(jitter, 0.0), 1.0))
 
 

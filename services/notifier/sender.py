@@ -94,7 +94,7 @@ class Sender:
         while not stop.is_set():
             self.beat = time.monotonic()
             try:
-                self.turn()
+                started = self.turn()
                 failures = 0
             except Exception as exc:  # the store is away, or a bug: log, back off, go on
                 failures += 1
@@ -102,7 +102,9 @@ class Sender:
                 log.error("notifier.sender.retry", retry_in_s=delay, exc_info=exc)
                 stop.wait(delay)
                 continue
-            self._wake.wait(self._sleep_s())
+            # Nothing started (the due sends' pools are full, or nothing is due): wait for
+            # a finished attempt or a new send rather than spin on the store.
+            self._wake.wait(self._sleep_s() if started else IDLE_S)
             self._wake.clear()
         for pool in self._pools.values():
             pool.shutdown(wait=True)  # only sends already started: nothing waits in a pool

@@ -673,3 +673,8 @@ def test_a_stopped_sender_records_what_it_sent_and_leaves_nothing_leased(world: 
     successor, next_fake = world.sender()  # the next start: no lease to wait for
     until(successor, lambda: all(r.status == "sent" for r in world.rows().values()))
     assert [c.who for c in next_fake.calls] == [("kim", "chat_webhook")]
+
+
+def test_the_backoff_never_overflows_however_many_rounds_failed() -> None:
+    retry = SendRetry(budget=timedelta(days=30), longest=timedelta(days=2))
+    assert retry.backoff(10_000, 1.0) <= timedelta(days=3)
