@@ -108,6 +108,15 @@ def run_once(args: argparse.Namespace, plan: load.Plan, label: str) -> dict[str,
         services = [
             sup.Service(n, sup.cli(root, "run", n), env, root, workdir / f"{n}.log")
             for n in SERVICES
+        ] + [  # competing consumers on intake.inbound
+            sup.Service(
+                f"intake-{i}",
+                sup.cli(root, "run", "intake"),
+                env,
+                root,
+                workdir / f"intake-{i}.log",
+            )
+            for i in range(2, args.intake_processes + 1)
         ]
         try:
             for service in services:
@@ -334,6 +343,9 @@ def main() -> None:
     parser.add_argument("--probe-rate", type=float, default=2, help="probes per second")
     parser.add_argument("--burst", type=int, help="publish N chats as fast as possible")
     parser.add_argument("--burst-probes", type=int, default=10)
+    parser.add_argument(
+        "--intake-processes", type=int, default=1, help="intake processes on one queue"
+    )
     parser.add_argument("--find-max", action="store_true", help="step the rate up")
     parser.add_argument("--step-duration", type=float, default=30)
     parser.add_argument("--rates", type=float, nargs="+", default=FIND_MAX_RATES)

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from services.intake.accounts import AccountsDirectory, AccountsError
 from services.intake.handlers import IntakeHandlers
+from services.intake.urgency import may_page
 from services.runtime.app import ServiceSpec
 from services.runtime.config import RuntimeSettings
 
@@ -32,6 +33,16 @@ MISSING_ACCOUNTS = (
 
 
 class IntakeSettings(RuntimeSettings):
+    # NOTE: intake reads its whole prefetch window ahead to handle marked requests first
+    # (services.intake.urgency); a wide window is what lets one behind a burst of chats
+    # jump the line. Memory stays bounded by a byte budget (runtime.arrivals).
+    prefetch: int = Field(
+        4096,
+        alias="PREFETCH_COUNT",
+        ge=1,
+        le=65535,
+        description="Unacked deliveries intake holds: its read-ahead window",
+    )
     accounts_file: Literal["none"] | Path | None = Field(
         None,
         alias="ACCOUNTS_FILE",
@@ -88,4 +99,6 @@ def bootstrap(settings: IntakeSettings) -> ServiceSpec:
         phone_region=settings.phone_region,
         max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
     )
-    return ServiceSpec(name="intake", handlers=handlers.routes())
+    return ServiceSpec(
+        name="intake", handlers=handlers.routes(), urgent=may_page, prefetch=settings.prefetch
+    )

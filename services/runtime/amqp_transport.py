@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import select
+from collections.abc import Callable
 from typing import Any
 
 from amqp import spec
@@ -146,8 +147,11 @@ def wait_for_input(connections: list[Any], timeout: float) -> None:
         select.select(socks, [], [], timeout)
 
 
-def read_available(connection: Any, limit: int = 10_000) -> int:
-    """Dispatch every frame already received (up to `limit`); never waits for more.
+def read_available(
+    connection: Any, limit: int = 10_000, stop: Callable[[], bool] | None = None
+) -> int:
+    """Dispatch every frame already received (up to `limit`, or until `stop()` says so
+    after a frame); never waits for more.
 
     NOTE: a frame whose first bytes arrived is read to its end; the rest follows in
     microseconds on a live connection, and a dead one raises."""
@@ -155,4 +159,6 @@ def read_available(connection: Any, limit: int = 10_000) -> int:
     while frames < limit and has_input(connection):
         connection.blocking_read(None)
         frames += 1
+        if stop is not None and stop():
+            break
     return frames

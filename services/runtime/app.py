@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from services.runtime.amqp_transport import BufferedTransport
+from services.runtime.arrivals import Urgency
 from services.runtime.config import RuntimeSettings
 from services.runtime.consumer import BatchHandler, ConsumeLoop, Handler
 from services.runtime.errors import ConnectionLost
@@ -49,6 +50,13 @@ class ServiceSpec:
     # of its own on its own connection and thread, so one queue's backlog never delays
     # another's deliveries (the notifier's page-worthy events). Default: `name`.
     queues: tuple[str, ...] = ()
+    # A cheap look at a raw delivery: true when it may be page-worthy (e.g. marked
+    # business-critical). The loop then reads the whole prefetch window ahead and
+    # handles those first (services.runtime.arrivals); None keeps arrival order.
+    urgent: Urgency | None = None
+    # The service's own PREFETCH_COUNT when its settings class defaults it differently
+    # (`run all` runs every service on one RuntimeSettings).
+    prefetch: int | None = None
 
 
 def connection_factory(
@@ -107,6 +115,8 @@ class ServiceRunner:
         stop: threading.Event | None = None,
     ) -> None:
         self.spec = spec
+        if spec.prefetch is not None and spec.prefetch != settings.prefetch:
+            settings = settings.model_copy(update={"prefetch": spec.prefetch})
         self.settings = settings
         queues = spec.queues or (spec.name,)
         self.queue = queue or queues[0]
@@ -136,6 +146,7 @@ class ServiceRunner:
             dedup_inputs=spec.dedup_inputs,
             batch_handler=spec.batch_handler,
             queue=self.queue,
+            urgent=spec.urgent,
         )
         self._wait = wait_exponential_jitter(multiplier=0.5, max=15, jitter=0.5)
         if spec.metrics is not None and self.primary:

@@ -25,6 +25,7 @@ from kombu import Connection, Consumer
 
 from services.runtime.acks import Acker
 from services.runtime.amqp_transport import has_input, read_available, wait_for_input
+from services.runtime.arrivals import Arrivals, Urgency
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
 from services.runtime.errors import ConnectionLost, PermanentError, PipelineError, TransientError
@@ -92,12 +93,13 @@ class ConsumeLoop:
         dedup_inputs: bool = False,
         batch_handler: BatchHandler | None = None,
         queue: str | None = None,
+        urgent: Urgency | None = None,
     ) -> None:
         self.service = service
         self._handlers = dict(handlers)
         self._batch_handler = batch_handler
         self._queue_key = queue or service  # which of the service's queues this loop reads
-        self._arrived: list[Delivery] = []
+        self._arrived: Arrivals[Delivery] = Arrivals(urgent)
         self._releasing = False
         self._s = settings
         self._names = Names(settings.amqp_prefix)
@@ -141,7 +143,7 @@ class ConsumeLoop:
         # NOTE: quorum queues count redeliveries; carry them so a crash loop stays bounded.
         count = delivery.inbound.headers.get("x-delivery-count", 0)
         delivery.attempts = count if isinstance(count, int) and count > 0 else 0
-        self._arrived.append(delivery)
+        self._arrived.add(delivery)
 
     def _on_undecodable(self, message: Any, exc: Exception) -> None:
         """kombu refused the message before our callback (e.g. an unknown compression
@@ -155,10 +157,11 @@ class ConsumeLoop:
 
     def _handle_arrived(self) -> None:
         """Handle what arrived since the last turn as one batch (one store transaction in
-        a batch handler), then track each delivery's outputs."""
-        arrived, self._arrived = self._arrived, []
-        if arrived:
-            self._process(arrived)
+        a batch handler), urgent deliveries first as a batch of their own, then track
+        each delivery's outputs."""
+        for batch in self._arrived.next_turn():
+            if batch:
+                self._process(batch)
 
     def _process(self, deliveries: list[Delivery]) -> None:
         todo: list[Delivery] = []
@@ -372,11 +375,12 @@ class ConsumeLoop:
             raise ConnectionLost(f"broker blocked publishing for over {self._s.blocked_timeout_s}s")
         try:
             if not self._amqp:
-                self._conn.drain_events(timeout=self._next_wake(idle_timeout))
+                if not len(self._arrived):  # held from the last turn: handle them first
+                    self._conn.drain_events(timeout=self._next_wake(idle_timeout))
                 self._handle_arrived()
-            elif blocked is None and has_input(self._raw):
+            elif blocked is None and (len(self._arrived) or has_input(self._raw)):
                 with self._publisher.corked():
-                    read_available(self._raw, limit=READ_BATCH)
+                    self._read()
                     self._handle_arrived()
             else:  # idle: sleep until a delivery or a confirm arrives
                 inputs = [self._raw, *self._publisher.input_connections()]
@@ -389,6 +393,16 @@ class ConsumeLoop:
             self._settle_ready()
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"connection lost while settling: {exc}") from exc
+
+    def _read(self) -> None:
+        if not self._arrived.reads_ahead:
+            read_available(self._raw, limit=READ_BATCH)
+        elif not self._arrived.full():  # the whole prefetch window, within a byte budget
+            # An urgent delivery ends the read: it is handled (and its event published)
+            # before the rest of the window is read.
+            read_available(
+                self._raw, limit=3 * self._s.prefetch + 30, stop=self._arrived.should_stop_reading
+            )
 
     def _next_wake(self, idle_timeout: float) -> float:
         if not self._retries:
@@ -437,7 +451,7 @@ class ConsumeLoop:
         self.connected = False
         self._generation += 1
         self._inflight, self._retries, self._pending_ids = deque(), [], {}
-        self._arrived = []
+        self._arrived.clear()
         if self._conn is not None:
             self._releasing = True
             try:

@@ -25,7 +25,9 @@ def _mask_phone(match: re.Match[str]) -> str:
 
 def mask_text(text: str) -> str:
     """ana@acme.example -> a***@acme.example; +31205550134 -> +3******34."""
-    return _PHONE.sub(_mask_phone, _EMAIL.sub(r"\1***@\2", text))
+    if "@" in text:  # the email pattern is the dearer scan; most values hold no "@"
+        text = _EMAIL.sub(r"\1***@\2", text)
+    return _PHONE.sub(_mask_phone, text)
 
 
 def _mask(value: Any) -> Any:
@@ -38,6 +40,27 @@ def _mask(value: Any) -> Any:
     return value
 
 
+# Fields whose values the services make themselves and that can never hold personal
+# data: the per-message line is logged for every delivery, so they are not scanned.
+# `message_id` and `correlation_id` come from upstream (an email's Message-ID may carry
+# an address) and stay masked.
+NEVER_PERSONAL = frozenset(
+    {
+        "timestamp",
+        "level",
+        "event",
+        "service",
+        "routing_key",
+        "outcome",
+        "attempt",
+        "duration_ms",
+        "event_id",
+        "event_type",
+        "ticket_id",
+    }
+)
+
+
 def mask_personal_data(
     _: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -45,7 +68,7 @@ def mask_personal_data(
     if method_name == "debug":
         return event_dict
     for key, value in event_dict.items():
-        if key not in ("timestamp", "level", "event_id", "correlation_id", "duration_ms"):
+        if key not in NEVER_PERSONAL and value is not None and not isinstance(value, int | float):
             event_dict[key] = _mask(value)
     return event_dict
 
@@ -68,6 +91,6 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
