@@ -112,19 +112,40 @@ def publish(
     content_type: Annotated[
         str | None, typer.Option(help="Default: message/rfc822 for .eml, else JSON")
     ] = None,
+    now: Annotated[
+        bool, typer.Option("--now", help="Move the file's timestamps so it was sent just now")
+    ] = False,
 ) -> None:
-    """Publish FILE to support.inbound as an upstream system would (with confirms)."""
+    """Publish FILE to support.inbound as an upstream system would (with confirms).
+
+    Prints the ticket id intake will give it (or that intake will dead-letter it)."""
     from services.upstream import UpstreamPublisher, content_type_for
 
     if channel not in ("chat", "email", "phone", "helpdesk"):
         raise typer.BadParameter("channel must be chat, email, phone or helpdesk")
     settings = RuntimeSettings()
-    body = file.read_bytes()
+    content_type = content_type or content_type_for(channel, file.name)
+    body, outcome = _publish_body(channel, file.read_bytes(), content_type, now)
     with UpstreamPublisher(settings.amqp_url, settings.amqp_prefix) as upstream:
-        message_id = upstream.publish(
-            channel, body, content_type or content_type_for(channel, file.name)
-        )
-    typer.echo(f"published {file} to inbound.{channel} as {message_id}")
+        message_id = upstream.publish(channel, body, content_type)
+    moved = " (timestamps moved to now)" if now else ""
+    typer.echo(f"published {file} to inbound.{channel} as {message_id}: {outcome}{moved}")
+
+
+def _publish_body(channel: str, body: bytes, content_type: str, now: bool) -> tuple[bytes, str]:
+    """The body to send (with --now, as if just sent) and what intake will make of it."""
+    from datetime import UTC, datetime
+
+    from services.operator.preview import intake_outcome
+    from services.upstream import move_to_now
+
+    if now:
+        try:
+            body = move_to_now(body, content_type, datetime.now(UTC))
+        except ValueError as exc:
+            typer.echo(f"error: --now: {exc}", err=True)
+            raise typer.Exit(2) from None
+    return body, intake_outcome(channel, body, content_type)
 
 
 @schemas_app.command("export")
@@ -259,6 +280,34 @@ def sla_recompute(
             "The SlaScheduled events are in the outbox; the sla_timer's scheduler publishes "
             "them when it runs."
         )
+
+
+sink_app = typer.Typer(help="Local receivers that print what the notifier sends, for trying it.")
+app.add_typer(sink_app, name="sink")
+
+
+@sink_app.command("http")
+def sink_http(
+    port: Annotated[int, typer.Option(help="The port to listen on")] = 8099,
+    host: Annotated[str, typer.Option(help="The address to listen on")] = "127.0.0.1",
+    secret_env: Annotated[
+        str | None, typer.Option(help="The variable with the signed webhook's secret")
+    ] = None,
+) -> None:
+    """Print every webhook POST (paging, chat, signed, team) and answer 202; Ctrl-C stops."""
+    import os
+
+    from services.operator.sink import serve_http
+
+    secret = os.environ.get(secret_env) if secret_env else None
+    if secret_env and not secret:
+        typer.echo(f"error: {secret_env} is not set (--secret-env names a variable)", err=True)
+        raise typer.Exit(2)
+    try:
+        serve_http(host, port, secret.encode() if secret else None)
+    except OSError as exc:  # the port is taken, or the address is not ours
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":
