@@ -258,3 +258,14 @@ def test_the_readme_works_as_written(walkthrough: Walkthrough) -> None:
                 time.sleep(0.2)
             assert re.search(pattern, log.read_text()), (pattern, log.read_text()[-3000:])
         assert proc.poll() is None, f"line {block.line} stopped early:\n{log.read_text()}"
+
+
+def test_the_readme_and_docs_link_only_to_files_in_the_repository() -> None:
+    for page in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if not path:  # an anchor on the same page
+                continue
+            assert "://" not in target, f"{page.name} links outside the repository: {target}"
+            assert (page.parent / path).resolve().is_relative_to(ROOT), (page.name, target)
+            assert (page.parent / path).exists(), f"{page.name}: {target} does not exist"
