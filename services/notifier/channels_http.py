@@ -43,6 +43,7 @@ __all__ = [
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 KEY_HEADER = "X-Notification-Key"
+CONNECT_TIMEOUT_S = 3.0
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
@@ -102,7 +103,12 @@ class WebhookChannel:
         self.url, self.timeout = url, timeout
         self.retry = retry or RetryPolicy()
         self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, transport=transport
+            # NOTE: a black-holed endpoint (SYN dropped) fails its connect in seconds, so
+            # the page goes by the person's next contact method soon; a slow answer from
+            # an endpoint that did connect keeps the full timeout.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
+            follow_redirects=False,
+            transport=transport,
         )
 
     def __enter__(self) -> Self:
