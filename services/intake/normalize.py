@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from schemas.events import CloudEvent, EventData, TicketOpened, TicketUpdated, make_event
 from schemas.inbound import ChatRequest, EmailForm, PhoneRequest
 from schemas.ticket import Attachment, CallKind, Channel, Submitter, Ticket, TimestampNote
+from services.common.text import clean_optional, clean_text
 from services.intake.accounts import AccountsDirectory, Identity
 from services.intake.contacts import normalize_email_address, normalize_phone_number
 from services.intake.html_text import html_to_text
@@ -77,6 +78,8 @@ def build_ticket(req: Request, ctx: Context) -> Ticket:
     role = directory.role(account, req.who)
     tid = ticket_id(req.channel, req.thread_id)
     created_at, note = ctx.bounded(req.created_at, "created_at", tid)
+    # What people read (and triage scans) leaves without bidi or zero-width characters.
+    subject, text = clean_text(req.subject), clean_text(req.text)
     return Ticket(
         ticket_id=tid,
         channel=req.channel,
@@ -89,18 +92,18 @@ def build_ticket(req: Request, ctx: Context) -> Ticket:
             user_id=req.who.user_id,
             email=req.who.email,
             phone=req.who.phone,
-            name=req.name,
+            name=clean_optional(req.name),
         ),
         severity="business_critical" if req.marked_critical else "standard",
         submitter_marked_critical=req.marked_critical,
         call_kind=req.call_kind,
-        subject=req.subject,
-        text=req.text[:MAX_TEXT],
+        subject=subject,
+        text=text[:MAX_TEXT],
         language=req.language,
         created_at=created_at,
         reported_created_at=req.created_at if note else None,
         timestamp_note=note,
-        triage_hints=triage_hints(req.subject, req.text),
+        triage_hints=triage_hints(subject, text),
         attachments=req.attachments,
         source=req.source,
     )
@@ -130,7 +133,7 @@ def updated(req: Request, ctx: Context, cause: str) -> CloudEvent:
         channel=req.channel,
         at=at,
         author=req.who.email or req.who.phone or req.who.user_id,
-        text=req.text[:MAX_TEXT],
+        text=clean_text(req.text)[:MAX_TEXT],
         attachments=req.attachments,
         source=req.source,
     )

@@ -5,19 +5,24 @@ subject and the first lines of the request, the triage hints, the deadline in th
 recipient's time zone with the time left (or how late), and the ticket link. Ticket text
 is user text: HTML-escaped in HTML, `&`/`<`/`>`-escaped in Slack mrkdwn (so it cannot
 mention `<!channel>` or forge links), and one-lined in the email subject (no CR/LF, so
-it cannot add headers) and in PagerDuty's summary.
+it cannot add headers) and in PagerDuty's summary. The notifier trusts no event: every
+message leaves without bidi, zero-width or control characters (services.common.text),
+whatever the ticket's text, names or ids carried.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
+from services.common.text import clean_text, strip_controls
 from services.notifier.decisions import Notification
-from services.notifier.facts import Facts, message_facts, one_line
+from services.notifier.facts import Facts, one_line
+from services.notifier.facts import message_facts as _message_facts
 from services.notifier.notes import TicketNotes
 from services.notifier.oncall_model import OnCall
 
@@ -50,6 +55,27 @@ class EmailContent:
     html: str
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _cleaned(render: Callable[P, R]) -> Callable[P, R]:
+    """`render` whose output (text, dicts, EmailContent) has every control removed."""
+
+    @functools.wraps(render)
+    def clean(*args: P.args, **kwargs: P.kwargs) -> R:
+        return cast(R, strip_controls(render(*args, **kwargs)))
+
+    return clean
+
+
+def message_facts(n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime) -> Facts:
+    """The facts of `n`, cleaned before any layout measures or cuts them: the excerpt
+    keeps its lines (any line end becomes a line feed), every control goes."""
+    f = _message_facts(n, notes, oncall, now)
+    return cast(Facts, strip_controls(replace(f, excerpt=clean_text(f.excerpt))))
+
+
 def slack_escape(text: str) -> str:
     """Escape Slack mrkdwn control characters; user text then cannot mention or link."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -76,6 +102,7 @@ def _rows(f: Facts) -> list[tuple[str, str]]:
     return rows
 
 
+@_cleaned
 def render_text(f: Facts) -> str:
     """The plain-text message (email text part, console, chat fallback text)."""
     lines = [f.headline, ""]
@@ -87,6 +114,7 @@ def render_text(f: Facts) -> str:
     return "\n".join(lines) + "\n"
 
 
+@_cleaned
 def render_html(f: Facts) -> str:
     """The HTML message; every value is escaped."""
     e = html.escape
@@ -110,6 +138,7 @@ def render_html(f: Facts) -> str:
     )
 
 
+@_cleaned
 def render_email(
     n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
 ) -> EmailContent:
@@ -128,6 +157,7 @@ def _mrkdwn_fields(f: Facts) -> list[dict[str, str]]:
     return fields[:10]
 
 
+@_cleaned
 def render_chat(
     n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
 ) -> dict[str, Any]:
@@ -173,6 +203,7 @@ def pagerduty_severity(n: Notification, notes: TicketNotes) -> str:
     return "warning" if base in ("warning", "missed") else "info"
 
 
+@_cleaned
 def render_pagerduty(
     n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
 ) -> dict[str, Any]:
@@ -207,6 +238,7 @@ def render_pagerduty(
     return body
 
 
+@_cleaned
 def render_generic(
     n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
 ) -> dict[str, Any]:
@@ -222,12 +254,14 @@ def render_generic(
     }
 
 
+@_cleaned
 def render_console(n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime) -> str:
     f = message_facts(n, notes, oncall, now)
     head = f"[{n.action} -> {f.recipient} via {n.channel}, level {n.level}]"
     return f"{head}\n{render_text(f)}"
 
 
+@_cleaned
 def render_digest(
     entries: Sequence[tuple[Notification, TicketNotes]], oncall: OnCall, now: datetime
 ) -> dict[str, Any]:
@@ -255,6 +289,7 @@ def render_digest(
     return {"text": slack_escape("\n".join(lines)), "blocks": blocks}
 
 
+@_cleaned
 def render_coverage(gaps: Sequence[tuple[datetime, datetime]], oncall: OnCall) -> dict[str, Any]:
     """The team-channel warning for spans with nobody on call at level 1 (team's zone)."""
     zone = oncall.team_channel.zone if oncall.team_channel else None
