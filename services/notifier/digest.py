@@ -8,6 +8,7 @@ in the ledger, and writes their escalation.sent events to the outbox, which it p
 with confirms. A crash between the send and that transaction sends the same digest once
 more: a repeated non-urgent notice, never a page. A channel that refuses for good
 (PermanentError) gets the entries recorded as failed, with escalation.failed events.
+Entries sent are pruned after their retention (`prune_job`); pending ones stay.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from services.notifier.decisions import Notification
 from services.notifier.ledger import digest_table, ledger_table, outbox_table
 from services.notifier.notes import TicketNotes
 from services.runtime.outbox import OutboxRow
+from services.runtime.retention import PruneJob, ended_before
 
 log = structlog.get_logger("notifier.digest")
 
@@ -154,6 +156,12 @@ class DigestQueue:
                 .limit(limit)
             ).all()
         return [OutboxRow(r.id, r.event_id, r.routing_key, r.body) for r in rows]
+
+
+def prune_job(now: datetime, keep_s: float) -> PruneJob:
+    """Team notices sent (or failed for good) more than `keep_s` before `now`."""
+    sent = ended_before(digest_table.c.sent_at, now, keep_s)
+    return PruneJob("digest", digest_table, digest_table.c.key, sent)
 
 
 def _unlock(conn: Connection) -> None:

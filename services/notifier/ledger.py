@@ -1,7 +1,9 @@
 """The notifier's memory: what it knows per ticket, and every notification key sent.
 
 Same store kinds as sla_timer (SQLite by default, PostgreSQL when configured). A key in
-the ledger as `sent` is never sent again, whatever is redelivered or replayed.
+the ledger as `sent` is never sent again, whatever is redelivered or replayed, for as
+long as it is kept: `prune_jobs` names the keys and outbox rows past their retention
+(services.runtime.retention).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from services.common.store_engine import reading
 from services.notifier.notes import TicketNotes
 from services.runtime.outbox import OutboxRow
+from services.runtime.retention import PruneJob, cutoff, ended_before
 
 metadata = sa.MetaData()
 notes_table = sa.Table(
@@ -33,6 +36,7 @@ ledger_table = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("detail", sa.Text, nullable=True),
+    sa.Index("ix_notifier_ledger_at", "at"),  # pruning reads the oldest
 )
 digest_table = sa.Table(  # team notices waiting for the next digest (services.notifier.digest)
     "notifier_digest",
@@ -76,6 +80,9 @@ class Ledger:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(815002)"))
             metadata.create_all(conn)
+            for table in metadata.sorted_tables:  # create_all skips indexes added later
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
             have = {c["name"] for c in sa.inspect(conn).get_columns("notifier_outbox")}
             for name in ADDED_OUTBOX_COLUMNS:
                 if name not in have:
@@ -215,3 +222,15 @@ class Ledger:
                 conn.execute(
                     ledger_table.insert().values(key=key, status=status, at=now, detail=detail)
                 )
+
+
+def prune_jobs(now: datetime, outbox_s: float, keys_s: float) -> list[PruneJob]:
+    """Outbox rows sent more than `outbox_s` ago and ledger keys recorded more than
+    `keys_s` ago; unsent outbox rows never."""
+    sent = ended_before(outbox_table.c.sent_at, now, outbox_s)
+    return [
+        PruneJob("outbox", outbox_table, outbox_table.c.id, sent),
+        PruneJob(
+            "ledger", ledger_table, ledger_table.c.key, ledger_table.c.at < cutoff(now, keys_s)
+        ),
+    ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
 from pydantic import Field
 
 from services.common.store_engine import LeaderLock, engine_for, ping
+from services.notifier import digest
+from services.notifier import ledger as ledger_module
+from services.notifier import sends as sends_module
 from services.notifier.delivery import Deliverer, SmtpSettings
 from services.notifier.digest import DigestQueue
 from services.notifier.ledger import Ledger
@@ -21,15 +25,15 @@ from services.notifier.sends import SendQueue
 from services.notifier.service import Notifier
 from services.notifier.worker import NotifierWorker
 from services.runtime.app import ServiceSpec
-from services.runtime.config import RuntimeSettings
 from services.runtime.names import Names
 from services.runtime.outbox import OutboxRelay
+from services.runtime.retention import DAY_S, PruneJob, Pruner, RetentionSettings
 
 log = structlog.get_logger("notifier")
 RELAY_LOCK = 815005  # PostgreSQL advisory lock: one replica relays the shared outbox
 
 
-class NotifierSettings(RuntimeSettings):
+class NotifierSettings(RetentionSettings):
     oncall_file: Path = Field(alias="ONCALL_FILE")
     notifier_store_url: str = Field("notifier.db", alias="NOTIFIER_STORE_URL")
     smtp_host: str | None = Field(None, alias="SMTP_HOST")
@@ -43,6 +47,23 @@ class NotifierSettings(RuntimeSettings):
     send_retry_budget_s: float = Field(900.0, alias="SEND_RETRY_BUDGET_S", gt=0)
     send_retry_initial_s: float = Field(1.0, alias="SEND_RETRY_INITIAL_S", gt=0)
     send_retry_max_s: float = Field(60.0, alias="SEND_RETRY_MAX_S", gt=0)
+    # Sent notification keys (sends, ledger, digest entries): a redelivery or replay of
+    # their event within this sends nothing; after it, it would (docs/retention.md).
+    notification_retention_s: float = Field(7 * DAY_S, alias="NOTIFICATION_RETENTION_S", gt=0)
+
+
+def prune_jobs(settings: NotifierSettings) -> Callable[[datetime], list[PruneJob]]:
+    """What the notifier's store may forget by a given time (services.runtime.retention)."""
+    keys_s = settings.notification_retention_s
+
+    def jobs(now: datetime) -> list[PruneJob]:
+        return [
+            *ledger_module.prune_jobs(now, settings.outbox_retention_s, keys_s),
+            sends_module.prune_job(now, keys_s),
+            digest.prune_job(now, keys_s),
+        ]
+
+    return jobs
 
 
 def bootstrap(settings: NotifierSettings) -> ServiceSpec:
@@ -78,6 +99,13 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
     # The worker checks coverage at once (gaps logged as errors, posted to the team
     # channel), then hourly, and sends team digests.
     worker = NotifierWorker(digests, deliverer, settings, metrics=metrics)
+    pruner = Pruner(
+        "notifier.pruner",
+        ledger.engine,
+        prune_jobs(settings),
+        settings.prune_every_s,
+        settings.prune_batch,
+    )
     # NOTE: no input dedup window here: the send queue is the notifier's idempotency, and
     # the window would drop an input replayed from the dead-letter queue.
     handlers = {"#": notifier.handle}
@@ -86,7 +114,7 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
         handlers=handlers,
         batch_handler=notifier.handle_batch,
         queues=("notifier_urgent", "notifier"),
-        workers=(worker.run, sender.run, relay.run),
+        workers=(worker.run, sender.run, relay.run, pruner.run),
         metrics=metrics.registry,
         health={
             "store": lambda: ping(ledger.engine),

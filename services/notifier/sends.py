@@ -8,6 +8,8 @@ and records each result, with the escalation event it causes, in one transaction
 A claimed row carries a lease: a sender that died mid-send leaves it to be claimed again
 once the lease runs out (which can repeat a send that was in flight at the crash: the
 PagerDuty dedup_key and the email's Message-ID make that recognisable).
+Sent and cancelled rows are pruned after their retention (`prune_job`); pending and
+dead ones (a dead letter an operator may replay) stay.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from services.common.store_engine import reading, utc
 from services.notifier.decisions import Notification
 from services.notifier.ledger import metadata
+from services.runtime.retention import PruneJob, ended_before
 
 Status = Literal["pending", "sent", "dead", "cancelled"]
 PRIORITY = {"page": 0, "remind": 1, "notify": 2}  # lower first: pages never wait
@@ -51,7 +54,9 @@ sends_table = sa.Table(
     sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("done_channel", sa.String(32), nullable=True),
     sa.Index("ix_notifier_sends_due", "status", "priority", "next_attempt_at"),
+    sa.Index("ix_notifier_sends_done", "status", "done_at"),  # pruning
 )
+FINISHED = ("sent", "cancelled")  # done for good: kept only to drop a redelivery
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,14 @@ class SendQueue:
                 sa.select(sends_table.c.status, sa.func.count()).group_by(sends_table.c.status)
             ).all()
         return {str(status): int(count) for status, count in rows}
+
+
+def prune_job(now: datetime, keep_s: float) -> PruneJob:
+    """Sends finished (sent or cancelled) more than `keep_s` before `now`."""
+    done = sa.and_(
+        sends_table.c.status.in_(FINISHED), ended_before(sends_table.c.done_at, now, keep_s)
+    )
+    return PruneJob("sends", sends_table, sends_table.c.key, done)
 
 
 def dead_letter_body(row: SendRow) -> str:

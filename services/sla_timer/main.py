@@ -12,8 +12,8 @@ from pydantic import Field
 
 from services.common.store_engine import LeaderLock
 from services.runtime.app import ServiceSpec
-from services.runtime.config import RuntimeSettings
 from services.runtime.outbox import OutboxRelay
+from services.runtime.retention import DAY_S, Pruner, RetentionSettings
 from services.sla_timer.metrics import OpenClocks, SlaMetrics
 from services.sla_timer.policy import load_policy
 from services.sla_timer.scheduler import Scheduler
@@ -25,10 +25,13 @@ log = structlog.get_logger("sla_timer")
 RELAY_LOCK = 815004  # PostgreSQL advisory lock: one replica relays the shared outbox
 
 
-class SlaSettings(RuntimeSettings):
+class SlaSettings(RetentionSettings):
     sla_store_url: str | None = Field(None, alias="SLA_STORE_URL")
     policy_file: Path | None = Field(None, alias="POLICY_FILE")
     sla_tick_s: float = Field(0.2, alias="SLA_TICK_S", gt=0)
+    # Longer than any redelivery or dead-letter replay (docs/retention.md).
+    processed_retention_s: float = Field(7 * DAY_S, alias="PROCESSED_RETENTION_S", gt=0)
+    early_update_retention_s: float = Field(7 * DAY_S, alias="EARLY_UPDATE_RETENTION_S", gt=0)
 
 
 def single_replica_lock(path: str) -> IO[str]:
@@ -56,12 +59,24 @@ def bootstrap(settings: SlaSettings) -> ServiceSpec:
     relay = OutboxRelay(settings, "sla_timer.relay", store, leader=LeaderLock(engine, RELAY_LOCK))
     timer = SlaTimer(store, policy, metrics=metrics, on_commit=relay.wake)
     scheduler = Scheduler(timer, settings.sla_tick_s, on_fired=relay.wake)
+    pruner = Pruner(
+        "sla_timer.pruner",
+        engine,
+        lambda now: store.prune_jobs(
+            now,
+            settings.processed_retention_s,
+            settings.outbox_retention_s,
+            settings.early_update_retention_s,
+        ),
+        settings.prune_every_s,
+        settings.prune_batch,
+    )
     return ServiceSpec(
         name="sla_timer",
         handlers={"ticket": timer.handle},
         batch_handler=timer.handle_batch,
         dedup_inputs=True,
-        workers=(scheduler.run, relay.run),
+        workers=(scheduler.run, relay.run, pruner.run),
         metrics=metrics.registry,
         health={
             "store": lambda: ping(engine),

@@ -159,7 +159,7 @@ class SlaTimer:
         self.store.update_many(conn, [r for r in rows if r["ticket_id"] not in batch.new])
         self.store.add_outbox_many(conn, batch.outbox)
         self.store.mark_seen_many(conn, batch.seen, now)
-        self.store.park_early_many(conn, batch.parked)
+        self.store.park_early_many(conn, batch.parked, now)
         self.store.drop_early(conn, batch.opened)
 
     def commit(self, conn: Connection, outcome: Outcome, now: datetime) -> Clock:

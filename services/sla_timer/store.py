@@ -4,7 +4,9 @@ One interface over SQLAlchemy Core. A state change and the events it causes are
 written in one transaction (the outbox); the relay publishes the outbox with confirms
 and marks rows sent. Due clocks are fetched from an index on `next_fire_at`, never
 all held in memory. On PostgreSQL, rows are claimed with FOR UPDATE SKIP LOCKED so
-several replicas never fire the same clock twice.
+several replicas never fire the same clock twice. What is kept only for a while
+(processed ids, sent outbox rows, updates parked for a ticket that never arrived) is
+pruned by `prune_jobs` (services.runtime.retention); clocks, open or closed, stay.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from services.common.store_engine import engine_for, reading, utc
 from services.runtime.outbox import OutboxRow
+from services.runtime.retention import PruneJob, cutoff, ended_before
 
 __all__ = ["ClockStore", "engine_for", "reading"]
 
@@ -47,6 +50,7 @@ processed = sa.Table(
     metadata,
     sa.Column("event_id", sa.String(64), primary_key=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_sla_processed_events_at", "at"),  # pruning reads the oldest
 )
 early = sa.Table(  # updates that arrived before their ticket.opened
     "sla_early_updates",
@@ -54,6 +58,9 @@ early = sa.Table(  # updates that arrived before their ticket.opened
     sa.Column("event_id", sa.String(64), primary_key=True),
     sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
     sa.Column("body", sa.Text, nullable=False),
+    # Added later (migrate adds it to older stores and dates their rows to the upgrade).
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_sla_early_updates_parked_at", "parked_at"),
 )
 outbox = sa.Table(
     "sla_outbox",
@@ -81,8 +88,10 @@ class ClockStore:
             if self.is_postgres:  # replicas starting together must not race on DDL
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(815001)"))
             metadata.create_all(conn)
-            for index in clocks.indexes:  # create_all skips indexes added to a table later
-                index.create(conn, checkfirst=True)
+            self._add_parked_at(conn)
+            for table in (clocks, processed, early):
+                for index in table.indexes:  # create_all skips indexes added to a table later
+                    index.create(conn, checkfirst=True)
             version = conn.execute(sa.select(schema_info.c.version)).scalar()
             if version is None:
                 conn.execute(schema_info.insert().values(version=SCHEMA_VERSION))
@@ -90,6 +99,31 @@ class ClockStore:
                 raise RuntimeError(
                     f"store schema v{version} is newer than this sla_timer (v{SCHEMA_VERSION})"
                 )
+
+    @staticmethod
+    def _add_parked_at(conn: Connection) -> None:
+        if "parked_at" in {c["name"] for c in sa.inspect(conn).get_columns("sla_early_updates")}:
+            return
+        kind = early.c.parked_at.type.compile(conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE sla_early_updates ADD COLUMN parked_at {kind}"))
+        conn.execute(early.update().values(parked_at=datetime.now(UTC)))
+
+    def prune_jobs(
+        self, now: datetime, processed_s: float, outbox_s: float, early_s: float
+    ) -> list[PruneJob]:
+        """What may go by `now`: ids processed more than `processed_s` ago, outbox rows
+        sent more than `outbox_s` ago, updates parked more than `early_s` ago (their
+        ticket never came). Unsent rows and clocks are never among them."""
+        return [
+            PruneJob(
+                "processed",
+                processed,
+                processed.c.event_id,
+                processed.c.at < cutoff(now, processed_s),
+            ),
+            PruneJob("outbox", outbox, outbox.c.id, ended_before(outbox.c.sent_at, now, outbox_s)),
+            PruneJob("early", early, early.c.event_id, early.c.parked_at < cutoff(now, early_s)),
+        ]
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -178,8 +212,12 @@ class ClockStore:
             insert = postgresql_insert if self.is_postgres else sqlite_insert
             conn.execute(insert(outbox).on_conflict_do_nothing(index_elements=["event_id"]), rows)
 
-    def park_early(self, conn: Connection, event_id: str, ticket_id: str, body: str) -> None:
-        conn.execute(early.insert().values(event_id=event_id, ticket_id=ticket_id, body=body))
+    def park_early(
+        self, conn: Connection, event_id: str, ticket_id: str, body: str, now: datetime
+    ) -> None:
+        conn.execute(
+            early.insert().values(event_id=event_id, ticket_id=ticket_id, body=body, parked_at=now)
+        )
 
     def take_early(self, conn: Connection, ticket_id: str) -> list[str]:
         rows = conn.execute(
@@ -245,11 +283,13 @@ class ClockStore:
         if ticket_ids:
             conn.execute(early.delete().where(early.c.ticket_id.in_(ticket_ids)))
 
-    def park_early_many(self, conn: Connection, rows: list[dict[str, str]]) -> None:
-        """Rows of event_id, ticket_id, body; an update parked before is kept once."""
+    def park_early_many(self, conn: Connection, rows: list[dict[str, str]], now: datetime) -> None:
+        """Rows of event_id, ticket_id, body, parked at `now`; an update parked before is
+        kept once (with its first time: the retention counts from there)."""
         if rows:
             conn.execute(
-                self._insert(early).on_conflict_do_nothing(index_elements=["event_id"]), rows
+                self._insert(early).on_conflict_do_nothing(index_elements=["event_id"]),
+                [row | {"parked_at": now} for row in rows],
             )
 
     @property
