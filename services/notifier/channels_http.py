@@ -30,6 +30,7 @@ from services.notifier.channels_base import (
     with_retries,
 )
 from services.runtime.errors import PermanentError, TransientError
+from services.runtime.secrets import redact, url_secrets
 
 __all__ = [
     "ChatWebhookChannel",
@@ -101,6 +102,7 @@ class WebhookChannel:
         if timeout <= 0:
             raise invalid_config(f"{self.name} timeout must be positive")
         self.url, self.timeout = url, timeout
+        self._url_secrets = url_secrets(url)
         self.retry = retry or RetryPolicy()
         self._client = httpx.Client(
             # NOTE: a black-holed endpoint (SYN dropped) fails its connect in seconds, so
@@ -134,25 +136,40 @@ class WebhookChannel:
     def send(self, body: Mapping[str, Any], *, key: str | None = None) -> int:
         """POST `body` as JSON, retrying transient failures; returns the 2xx status."""
         raw = encode_json(body)
-        return with_retries(self.retry, lambda: self._attempt(raw, key))
+        hidden = [*self._url_secrets, *self.secrets_of(body)]
+        return with_retries(self.retry, lambda: self._attempt(raw, key, hidden))
 
-    def _attempt(self, raw: bytes, key: str | None) -> int:
+    def secrets_of(self, body: Mapping[str, Any]) -> list[str]:
+        """What else of a send no error may show (a subclass's keys and secrets)."""
+        return []
+
+    def _attempt(self, raw: bytes, key: str | None, hidden: list[str]) -> int:
         # NOTE: a webhook URL is a credential (Slack's carries its secret in the path):
-        # errors, events and logs name the host only.
+        # errors, events and logs name the host only, and whatever text comes from httpx
+        # or the endpoint has the URL's parts, keys and secrets masked. `from None`: the
+        # httpx exception (its request holds the URL) is not chained into tracebacks.
         where = f"{self.name} at {httpx.URL(self.url).host}"
         try:
             response = self._client.post(self.url, content=raw, headers=self.headers(raw, key))
         except httpx.TimeoutException as exc:
-            raise TransientError(f"{where}: timed out ({exc!r})", reason="timeout") from exc
+            error = _describe(exc, hidden)
+            raise TransientError(f"{where}: timed out ({error})", reason="timeout") from None
         except httpx.TransportError as exc:  # connect refused, reset, protocol trouble
-            raise TransientError(f"{where}: {exc!r}", reason="unreachable") from exc
+            raise TransientError(
+                f"{where}: {_describe(exc, hidden)}", reason="unreachable"
+            ) from None
         status = response.status_code
         if 200 <= status < 300:
             return status
-        detail = f"{where}: HTTP {status} {response.text[:200]!r}"
+        answer = redact(response.text[:4096], hidden)[:200]  # masked before it is cut
+        detail = f"{where}: HTTP {status} {answer!r}"
         if status in (408, 429) or status >= 500:
             raise TransientError(detail, reason=f"http_{status}")
         raise PermanentError(detail, reason=f"http_{status}")
+
+
+def _describe(exc: Exception, hidden: list[str]) -> str:
+    return f"{type(exc).__name__}: {redact(str(exc), hidden)}"
 
 
 class ChatWebhookChannel(WebhookChannel):
@@ -176,6 +193,9 @@ class PagingWebhookChannel(WebhookChannel):
             )
         return super().send(body, key=key)
 
+    def secrets_of(self, body: Mapping[str, Any]) -> list[str]:
+        return [str(body.get("routing_key") or "")]  # the integration key pages anyone
+
 
 class GenericWebhookChannel(WebhookChannel):
     """A JSON webhook (`render.render_generic`) signed with HMAC-SHA256 (see module doc)."""
@@ -197,6 +217,9 @@ class GenericWebhookChannel(WebhookChannel):
         super().__init__(url, timeout, retry=retry, transport=transport)
         self._secret = _secret_bytes(secret)
         self._clock = clock
+
+    def secrets_of(self, body: Mapping[str, Any]) -> list[str]:
+        return [self._secret.decode("utf-8", "replace")]
 
     def headers(self, raw: bytes, key: str | None) -> dict[str, str]:
         timestamp = str(int(self._clock()))

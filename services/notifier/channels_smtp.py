@@ -8,9 +8,11 @@ system (or a person) can recognise the duplicate.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -22,6 +24,7 @@ from services.notifier.channels_base import (
 )
 from services.notifier.render import EmailContent
 from services.runtime.errors import PermanentError, PipelineError, TransientError
+from services.runtime.secrets import redact
 
 __all__ = ["SmtpChannel", "message_id_for", "smtp_error"]
 
@@ -39,8 +42,16 @@ def _by_code(code: int, detail: str) -> PipelineError:
     return PermanentError(f"SMTP {code}: {detail}", reason="smtp_rejected")
 
 
-def smtp_error(exc: Exception) -> PipelineError:
-    """Classify an smtplib / socket failure: 4xx and connection trouble are transient."""
+def smtp_error(exc: Exception, hidden: Sequence[str] = ()) -> PipelineError:
+    """Classify an smtplib / socket failure: 4xx and connection trouble are transient.
+
+    `hidden` (the password and its AUTH encodings) is masked in the text: a server's
+    reply may quote what it was sent."""
+    error = _classify(exc)
+    return type(error)(redact(error.detail, hidden), reason=error.reason)
+
+
+def _classify(exc: Exception) -> PipelineError:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         detail = f"recipients refused: {exc.recipients!r}"
@@ -60,6 +71,18 @@ def smtp_error(exc: Exception) -> PipelineError:
     if isinstance(exc, OSError):  # refused, reset, timeout, TLS handshake
         return TransientError(f"SMTP connection: {exc!r}", reason="smtp_unavailable")
     return PermanentError(f"SMTP: {exc!r}", reason="smtp_error")
+
+
+def auth_forms(username: str | None, password: str | None) -> list[str]:
+    """The password as it crosses the wire: itself, AUTH LOGIN's and AUTH PLAIN's base64."""
+    if not password:
+        return []
+    plain = f"\0{username or ''}\0{password}".encode()
+    return [
+        password,
+        base64.b64encode(password.encode()).decode("ascii"),
+        base64.b64encode(plain).decode("ascii"),
+    ]
 
 
 class SmtpChannel:
@@ -88,6 +111,7 @@ class SmtpChannel:
             raise invalid_config("SMTP timeout must be positive")
         self.host, self.port, self.starttls = host, port, starttls
         self.sender, self.username, self.password = sender, username, password
+        self._hidden = auth_forms(username, password)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.local_hostname = local_hostname
@@ -131,7 +155,7 @@ class SmtpChannel:
         except (smtplib.SMTPException, OSError) as exc:
             if smtp is not None:
                 smtp.close()
-            raise smtp_error(exc) from exc
+            raise smtp_error(exc, self._hidden) from None  # the cause may quote the AUTH
         # Accepted: a failing QUIT must not turn into a retry (that would send twice).
         try:
             smtp.quit()

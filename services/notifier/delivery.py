@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +30,7 @@ from services.notifier.render import (
     render_pagerduty,
 )
 from services.runtime.errors import PermanentError
+from services.runtime.secrets import SecretError, read_secret
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,21 @@ class SmtpSettings:
     sender: str
     starttls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 SINGLE_TRY = RetryPolicy(attempts=1)  # retries are the send queue's, durable, not in-channel
+
+
+def webhook_secret(variable: str | None) -> str:
+    """The generic webhook's HMAC secret from `variable` or `variable_FILE` ('' if unset:
+    the channel refuses an empty secret as a configuration error)."""
+    if variable is None:
+        return ""
+    try:
+        return read_secret(variable) or ""
+    except SecretError as exc:
+        raise PermanentError(str(exc), reason="config") from None
 
 
 class Deliverer:
@@ -110,7 +121,7 @@ class Deliverer:
             hook = self._hook("chat", str(person.chat_webhook))
             hook.send(render_chat(n, notes, self.oncall, now), key=key)
         elif n.channel == "generic_webhook" and person.generic_webhook is not None:
-            secret = os.environ.get(person.generic_webhook.secret_env or "", "")
+            secret = webhook_secret(person.generic_webhook.secret_env)
             hook = self._hook("generic", str(person.generic_webhook.url), secret)
             hook.send(render_generic(n, notes, self.oncall, now), key=key)
         elif n.channel == "console":
