@@ -4,6 +4,7 @@ the open-clocks gauge against a real SQLite store."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from services.runtime.config import RuntimeSettings
-from services.runtime.ops_http import health_report, serve_ops
+from services.runtime.ops_http import MAX_PENDING, WORKERS, health_report, serve_ops
 from services.sla_timer.metrics import OpenClocks
 from services.sla_timer.store import ClockStore, engine_for
 from services.sla_timer.store_reads import open_clock_counts, ping
@@ -88,6 +89,79 @@ def test_a_taken_port_is_logged_not_fatal(local: RuntimeSettings) -> None:
         assert serve_ops(local, CollectorRegistry(), {}) is None
     finally:
         first.stop()
+
+
+def test_it_binds_to_localhost_unless_metrics_host_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("METRICS_HOST", raising=False)
+    default = RuntimeSettings(METRICS_PORT=free_port())
+    everywhere = RuntimeSettings(METRICS_PORT=free_port(), METRICS_HOST="0.0.0.0")
+    assert default.metrics_host == "127.0.0.1"
+    bound = []
+    for settings in (default, everywhere):
+        ops = serve_ops(settings, CollectorRegistry(), {})
+        assert ops is not None
+        try:
+            bound.append(ops.address[0])
+            assert httpx.get(f"http://127.0.0.1:{ops.port}/healthz").status_code == 200
+        finally:
+            ops.stop()
+    assert bound == ["127.0.0.1", "0.0.0.0"]
+
+
+def thread_count() -> int:
+    """This process's threads as the kernel counts them (Python's and any other)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads: line in /proc/self/status")
+
+
+def closed_by_peer(conn: socket.socket, timeout: float) -> float | None:
+    """When the server closed `conn` (monotonic), or None if it is still open by then."""
+    conn.settimeout(timeout)
+    try:
+        data = conn.recv(1)
+    except ConnectionResetError:
+        return time.monotonic()
+    except TimeoutError:
+        return None
+    return time.monotonic() if data == b"" else None
+
+
+def test_idle_connections_hold_no_thread_and_are_closed_after_the_request_timeout(
+    local: RuntimeSettings,
+) -> None:
+    registry = CollectorRegistry()
+    Counter("probe_total", "a counter", registry=registry).inc()
+    idle_for, count = 1.0, 300
+    baseline = thread_count()
+    ops = serve_ops(local, registry, {}, request_timeout_s=idle_for)
+    assert ops is not None
+    conns: list[tuple[float, socket.socket]] = []
+    try:
+        started = thread_count()
+        for n in range(count):
+            conn = socket.create_connection(("127.0.0.1", ops.port), timeout=5)
+            if n % 3 == 0:  # slow loris: a request head that never ends
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            conns.append((time.monotonic(), conn))
+        while_idle = thread_count()
+        scrape = httpx.get(f"http://127.0.0.1:{ops.port}/metrics", timeout=2)
+        closed = [closed_by_peer(conn, idle_for + 2.0) for _, conn in conns]
+    finally:
+        for _, conn in conns:
+            conn.close()
+        ops.stop()
+    assert started - baseline <= 1 + 2 * WORKERS  # the event loop and the two pools
+    assert while_idle <= started, "a thread per connection"
+    assert scrape.status_code == 200 and "probe_total 1.0" in scrape.text
+    assert None not in closed, f"{closed.count(None)} connections still open"
+    # The newest (still pending) ones were kept until the timeout, not longer.
+    newest = zip(conns[-MAX_PENDING // 2 :], closed[-MAX_PENDING // 2 :], strict=True)
+    kept = [c - opened for (opened, _), c in newest if c is not None]
+    assert min(kept) >= idle_for * 0.9 and max(kept) <= idle_for + 1.5, kept
 
 
 @pytest.fixture
