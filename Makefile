@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 export AMQP_URL
 
-.PHONY: venv test lint demo bench schemas clean
+.PHONY: venv test lint demo bench schemas secrets clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ bench-e2e: $(STAMP) ; $(PY) bench/e2e_latency.py $(BENCH_ARGS)
 
 schemas: $(STAMP)
 	$(VENV)/bin/premium-support schemas export
+
+# The compose stack's passwords, their RabbitMQ hashes and URLs (deploy/README.md).
+secrets:
+	python3 deploy/make_secrets.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,17 +3,22 @@
 docker-compose.yml, the Dockerfile, deploy/rabbitmq/{definitions.json,rabbitmq.conf},
 deploy/postgres/init.sql and the mounted config files are checked against the CLI (the
 typer app), the topology (services.runtime), the config loaders and the repository
-tree. Nothing here needs Docker; tests/integration/test_rabbitmq_permissions.py puts the
-RabbitMQ users on a real broker.
+tree. The secrets are what deploy/make_secrets.py writes (run here into a temporary
+folder, as `make secrets` would): a service's environment is read as its settings read
+it, `AMQP_URL` from the file `AMQP_URL_FILE` names. Nothing here needs Docker;
+tests/integration/test_rabbitmq_permissions.py puts the RabbitMQ users on a real broker.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import re
 import shlex
+import stat
+import tempfile
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -43,6 +48,25 @@ DEFINITIONS: dict[str, Any] = json.loads(
     (ROOT / "deploy" / "rabbitmq" / "definitions.json").read_text()
 )
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def load_make_secrets() -> Any:
+    path = ROOT / "deploy" / "make_secrets.py"
+    spec = importlib.util.spec_from_file_location("make_secrets", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MAKE_SECRETS = load_make_secrets()
+_SECRETS = tempfile.TemporaryDirectory(prefix="ps-deploy-secrets-")  # removed at exit
+SECRETS_DIR = Path(_SECRETS.name)
+MAKE_SECRETS.make(SECRETS_DIR)
+GENERATED_DEFINITIONS: dict[str, Any] = json.loads((SECRETS_DIR / "definitions.json").read_text())
+# The one variable the compose file interpolates: where the secret files are.
+SECRETS_VAR = re.compile(r"\$\{PREMIUM_SUPPORT_SECRETS:\?[^}]+\}")
+RUN_SECRETS = PurePosixPath("/run/secrets")
 NAMES = Names("")
 SETTINGS = RuntimeSettings(AMQP_URL="amqp://guest:guest@rabbitmq:5672/premium-support")
 EXCHANGE_NAMES = sorted(exchanges(NAMES, SETTINGS))
@@ -67,7 +91,25 @@ def environment(svc: dict[str, Any]) -> dict[str, str]:
     given = svc.get("environment") or {}
     if isinstance(given, list):
         given = dict(item.split("=", 1) for item in given)
-    return env | {key: str(value) for key, value in given.items()}
+    env |= {key: str(value) for key, value in given.items()}
+    for key, value in list(env.items()):  # as the settings read X_FILE: X is its content
+        secret = secret_file(svc, value) if key.endswith("_FILE") else None
+        if secret is not None and secret.is_file():
+            env[key.removesuffix("_FILE")] = secret.read_text().removesuffix("\n")
+    return env
+
+
+def interpolate(value: str) -> str:
+    return SECRETS_VAR.sub(str(SECRETS_DIR), value)
+
+
+def secret_file(svc: dict[str, Any], container_path: str) -> Path | None:
+    """The host file behind /run/secrets/<name>, if the service is given that secret."""
+    path = PurePosixPath(container_path)
+    if path.parent != RUN_SECRETS or path.name not in (svc.get("secrets") or []):
+        return None
+    declared = (COMPOSE.get("secrets") or {}).get(path.name) or {}
+    return Path(interpolate(declared["file"])) if "file" in declared else None
 
 
 def env_files(svc: dict[str, Any]) -> list[str]:
@@ -93,7 +135,7 @@ def bind_mounts(svc: dict[str, Any]) -> list[tuple[str, str]]:
     for volume in svc.get("volumes") or []:
         if isinstance(volume, dict):
             if volume.get("type") == "bind":
-                mounts.append((volume["source"], volume["target"]))
+                mounts.append((interpolate(volume["source"]), volume["target"]))
             continue
         source, target = volume.split(":")[:2]
         if source.startswith((".", "/")):
@@ -211,7 +253,7 @@ def test_every_env_file_exists_and_parses(name: str) -> None:
 def test_every_file_setting_points_at_a_mounted_file(name: str) -> None:
     svc = SERVICES[name]
     for key, value in environment(svc).items():
-        if value.startswith("/"):
+        if value.startswith("/") and not key.endswith("_FILE"):  # secrets: see below
             source = host_path(svc, value)
             assert source is not None, f"{name}: {key}={value} is not inside a bind mount"
             assert source.is_file(), f"{name}: {key}={value} -> {source} does not exist"
@@ -285,12 +327,15 @@ def test_service_health_checks_probe_healthz_on_the_metrics_port(name: str) -> N
     assert port in published, f"{name}: /metrics (port {port}) is not published"
 
 
-@pytest.mark.parametrize(("name", "url"), amqp_urls())
+# Ids by service: the URLs hold this run's generated passwords.
+@pytest.mark.parametrize(("name", "url"), amqp_urls(), ids=[n for n, _ in amqp_urls()])
 def test_every_amqp_url_logs_in_as_a_user_of_the_definitions(name: str, url: str) -> None:
     user, password, vhost = user_and_vhost(url)
     assert urlparse(url).hostname in SERVICES, f"{name}: {url} is not a compose service"
     assert vhost in [v["name"] for v in DEFINITIONS["vhosts"]], f"{name}: vhost {vhost!r}"
-    entry = definitions_user(user)
+    definitions_user(user)
+    # The node imports the generated definitions (test_rabbitmq_loads_the_mounted_...).
+    (entry,) = [u for u in GENERATED_DEFINITIONS["users"] if u["name"] == user]
     assert entry["hashing_algorithm"] == "rabbit_password_hashing_sha256"
     raw = base64.b64decode(entry["password_hash"])
     salt, digest = raw[:4], raw[4:]
@@ -428,9 +473,8 @@ def test_rabbitmq_loads_the_mounted_definitions() -> None:
     (rabbit,) = [n for n, s in SERVICES.items() if str(s.get("image", "")).startswith("rabbitmq:")]
     mounts = {target: source for source, target in bind_mounts(SERVICES[rabbit])}
     definitions_at = settings["load_definitions"]
-    assert Path(ROOT / mounts[definitions_at]).resolve() == (
-        ROOT / "deploy" / "rabbitmq" / "definitions.json"
-    )
+    generated = (SECRETS_DIR / "definitions.json").resolve()
+    assert Path(ROOT / mounts[definitions_at]).resolve() == generated
     conf_at = [t for t, s in mounts.items() if s.endswith("deploy/rabbitmq/rabbitmq.conf")]
     assert conf_at and (
         conf_at[0] == "/etc/rabbitmq/rabbitmq.conf"
@@ -445,7 +489,13 @@ def test_rabbitmq_loads_the_mounted_definitions() -> None:
 
 def test_store_urls_log_in_as_the_roles_init_sql_creates() -> None:
     sql = (ROOT / "deploy" / "postgres" / "init.sql").read_text()
-    roles = dict(re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD '([^']*)'", sql))
+    (pg,) = [n for n, s in SERVICES.items() if str(s.get("image", "")).startswith("postgres:")]
+    # passwords.sh gives each role the password of its secret db_<role>_password.
+    roles = {
+        role: secret.read_text().removesuffix("\n")
+        for role in re.findall(r"CREATE ROLE (\w+) LOGIN", sql)
+        if (secret := secret_file(SERVICES[pg], f"/run/secrets/db_{role}_password"))
+    }
     owners = dict(re.findall(r"CREATE DATABASE (\w+) OWNER (\w+)", sql))
     urls = [
         (name, value)
@@ -461,11 +511,113 @@ def test_store_urls_log_in_as_the_roles_init_sql_creates() -> None:
         user, password, database = user_and_vhost(url)
         assert roles.get(user) == password, f"{name}: no role {user} with that password"
         assert owners.get(database) == user, f"{name}: {user} does not own database {database}"
-    (pg,) = [n for n, s in SERVICES.items() if str(s.get("image", "")).startswith("postgres:")]
-    assert any(
-        t.startswith("/docker-entrypoint-initdb.d/") and s.endswith("deploy/postgres/init.sql")
-        for s, t in bind_mounts(SERVICES[pg])
+    init = sorted(
+        (t, s) for s, t in bind_mounts(SERVICES[pg]) if t.startswith("/docker-entrypoint-initdb.d/")
     )
+    sources = [s.removeprefix("./") for _, s in init]
+    assert sources == ["deploy/postgres/init.sql", "deploy/postgres/passwords.sh"], init
+    assert (ROOT / sources[1]).stat().st_mode & stat.S_IXUSR, "the image sources it otherwise"
+    assert environment(SERVICES[pg]).get("POSTGRES_PASSWORD"), "the superuser's secret"
+
+
+# -- no usable default password, local ports, pinned images, compose secrets -------------
+
+SECRET_WORDS = re.compile(r"PASSWORD|SECRET|TOKEN|_URL$|_KEY$")
+URL_WITH_PASSWORD = re.compile(r"\w+://[^/\s:@]+:[^@\s]+@")
+TESTED_RABBITMQ = "3.10"  # the broker the integration tests run on (here and in CI)
+
+
+def test_no_password_is_written_in_the_compose_file_or_its_env_files() -> None:
+    texts = {"docker-compose.yml": COMPOSE_FILE.read_text()}
+    texts |= {p: (ROOT / p).read_text() for n in SERVICES for p in env_files(SERVICES[n])}
+    for path, text in texts.items():
+        assert not URL_WITH_PASSWORD.search(text), f"{path}: a URL with a password"
+        # `${X:-default}` would be a default; the only variable is the secrets folder.
+        assert [m.group(0) for m in re.finditer(r"\$\{[^}]*\}", text)] == [
+            m.group(0) for m in SECRETS_VAR.finditer(text)
+        ], f"{path}: interpolates something else"
+    for name, svc in SERVICES.items():
+        keys = set(svc.get("environment") or {})
+        for path in env_files(svc):
+            keys |= set(parse_env_file(ROOT / path))
+        for key in keys:
+            if SECRET_WORDS.search(key):
+                assert key.endswith("_FILE"), f"{name}: {key} is given in clear, not a file"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_every_published_port_is_bound_to_localhost(name: str) -> None:
+    for port in SERVICES[name].get("ports") or []:
+        if isinstance(port, dict):
+            assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+        else:
+            assert re.fullmatch(r"127\.0\.0\.1:\d+:\d+", str(port)), f"{name}: {port}"
+    if SERVICES[name].get("ports") and name in ours():  # else the published port is dead
+        assert environment(SERVICES[name]).get("METRICS_HOST") == "0.0.0.0", name
+
+
+@pytest.mark.parametrize("name", [n for n in SERVICES if n not in ours()])
+def test_every_image_is_pinned_to_a_version(name: str) -> None:
+    image = str(SERVICES[name]["image"])
+    repository, _, tag = image.rpartition(":")
+    assert repository and re.fullmatch(r"v?\d+\.\d+(\.\d+)?(-[\w.]+)?", tag), image
+    if repository == "rabbitmq":
+        assert tag.startswith(f"{TESTED_RABBITMQ}."), f"{image}: tested on {TESTED_RABBITMQ}"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_secrets_are_compose_secrets_each_service_gets_only_its_own(name: str) -> None:
+    svc, declared = SERVICES[name], COMPOSE.get("secrets") or {}
+    wanted = set(svc.get("secrets") or [])
+    used = set()
+    for key, value in environment(svc).items():
+        if key.endswith("_FILE") and SECRET_WORDS.search(key.removesuffix("_FILE")):
+            assert secret_file(svc, value) is not None, f"{name}: {key}={value} is no secret"
+            used.add(PurePosixPath(value).name)
+    if str(svc.get("image", "")).startswith("postgres:"):  # passwords.sh reads these
+        used |= {s for s in wanted if re.fullmatch(r"db_\w+_password", s)}
+    assert wanted == used, f"{name}: given {sorted(wanted)}, uses {sorted(used)}"
+    for secret in wanted:
+        file = declared[secret]["file"]
+        assert SECRETS_VAR.fullmatch(file.rsplit("/", 1)[0]), f"{secret}: {file}"
+        assert (SECRETS_DIR / secret).is_file(), f"make_secrets.py does not write {secret}"
+
+
+def test_every_declared_secret_is_used_and_written() -> None:
+    given = {s for svc in SERVICES.values() for s in svc.get("secrets") or []}
+    assert set(COMPOSE.get("secrets") or {}) == given
+
+
+def test_the_generated_definitions_differ_only_in_the_users_password_hashes() -> None:
+    def without_hashes(definitions: dict[str, Any]) -> dict[str, Any]:
+        users = [{k: v for k, v in u.items() if k != "password_hash"} for u in definitions["users"]]
+        return definitions | {"users": users}
+
+    assert without_hashes(GENERATED_DEFINITIONS) == without_hashes(DEFINITIONS)
+    committed = {u["password_hash"] for u in DEFINITIONS["users"]}
+    assert not committed & {u["password_hash"] for u in GENERATED_DEFINITIONS["users"]}
+
+
+def test_make_secrets_keeps_passwords_rotates_on_request_and_keeps_others_out(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "secrets"
+    names = MAKE_SECRETS.make(out)
+    first = {n: (out / n).read_text() for n in names}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert (out / ".gitignore").read_text() == "*\n"
+    assert len({first[n] for n in names if n.endswith("_password")}) == len(
+        [n for n in names if n.endswith("_password")]
+    ), "every password is its own"
+    MAKE_SECRETS.make(out)
+    again = {n: (out / n).read_text() for n in names}
+    assert {n: v for n, v in again.items() if n != "definitions.json"} == {
+        n: v for n, v in first.items() if n != "definitions.json"
+    }
+    assert again["definitions.json"] != first["definitions.json"], "hashes get a fresh salt"
+    MAKE_SECRETS.make(out, rotate=True)
+    rotated = {n: (out / n).read_text() for n in names}
+    assert all(rotated[n] != first[n] for n in names if n.endswith("_password"))
 
 
 # -- Dockerfile ---------------------------------------------------------------------------
