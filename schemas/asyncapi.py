@@ -15,6 +15,11 @@ from schemas.inbound import ChatRequest, EmailForm, PhoneRequest, Severity
 INBOUND_EXCHANGE = "support.inbound"
 EVENTS_EXCHANGE = "support.events"
 JSON = "application/json"
+# The payloads' format. The JSON Schema files are Draft 2020-12, which AsyncAPI 3.0 has no
+# format name for; draft-07 is the newest it has, and reads them the same as long as they
+# use no keyword whose meaning changed (prefixItems, $dynamicRef, unevaluated*, ...):
+# tests/unit/test_schemas.py checks that.
+SCHEMA_FORMAT = "application/schema+json;version=draft-07"
 
 DESCRIPTION = """\
 Event-driven Premium Support pipeline on RabbitMQ (intake, SLA clocks, on-call escalation).
@@ -83,11 +88,14 @@ def _ref(*path: str) -> dict[str, str]:
 
 
 def _message(name: str, title: str, content_type: str, payload: Any, doc: str | None) -> Any:
+    # NOTE: persistence (`deliveryMode: 2`) is an AMQP *operation* binding (see `add`);
+    # the message binding has no such field, and the parser rejects it there.
     msg: dict[str, Any] = {"name": name, "title": title, "contentType": content_type}
     if doc:
         msg["summary"] = inspect.cleandoc(doc).splitlines()[0]
-    msg["payload"] = payload
-    msg["bindings"] = {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}}
+    # The payloads are JSON Schema (pydantic's, with its OpenAPI-style `discriminator`
+    # object), not the AsyncAPI Schema dialect the parser assumes without a format.
+    msg["payload"] = {"schemaFormat": SCHEMA_FORMAT, "schema": payload}
     return msg
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.asyncapi import has_severity
+from schemas.asyncapi import SCHEMA_FORMAT, has_severity
 from schemas.events import EVENT_TYPES, CloudEvent
 from schemas.export import ASYNCAPI_FILE, export, render_all, schema_file
 from schemas.inbound import (
@@ -76,6 +76,48 @@ def test_json_schema_files_are_well_formed() -> None:
         assert schema.get("title"), path.name
 
 
+# Keywords that Draft 2020-12 added or whose meaning changed since draft-07: absent, the
+# files read the same as draft-07, the schemaFormat the AsyncAPI document gives them.
+NOT_IN_DRAFT_07 = {
+    "prefixItems",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "$recursiveRef",
+    "$anchor",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "minContains",
+    "maxContains",
+}
+
+
+def _keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {k for v in node.values() for k in _keys(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in _keys(v)}
+    return set()
+
+
+def test_json_schema_files_read_the_same_as_draft_07() -> None:
+    for path in sorted((SCHEMAS_DIR / "json").glob("*.schema.json")):
+        schema = json.loads(path.read_text())
+        for items in _items(schema):
+            assert isinstance(items, dict | bool), f"{path.name}: array-form items"
+        assert not _keys(schema) & NOT_IN_DRAFT_07, path.name
+
+
+def _items(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        own = [node["items"]] if "items" in node else []
+        return own + [i for v in node.values() for i in _items(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in _items(v)]
+    return []
+
+
 # --- AsyncAPI ------------------------------------------------------------------------------
 
 
@@ -121,6 +163,11 @@ def test_asyncapi_document_is_consistent(doc: dict[str, Any]) -> None:
         if ref.startswith("#/"):
             _resolve(doc, ref)
     messages = doc["components"]["messages"]
+    for mid, msg in messages.items():
+        # pydantic's JSON Schema is not the AsyncAPI dialect: every payload says so, and
+        # persistence is an operation binding (the official parser checks both in depth)
+        assert msg["payload"]["schemaFormat"] == SCHEMA_FORMAT, mid
+        assert "deliveryMode" not in msg.get("bindings", {}).get("amqp", {}), mid
     for cid, channel in doc["channels"].items():
         assert channel["messages"], cid
         for mid, msg in channel["messages"].items():
@@ -152,7 +199,9 @@ def test_asyncapi_covers_the_catalogue(doc: dict[str, Any]) -> None:
         address = f"{prefix}.{{severity}}" if has_severity(prefix) else prefix
         assert exchange[address] == "support.events"
         assert ("parameters" in channels[address]) == has_severity(prefix)
-        envelope, extra = by_name[event_type]["payload"]["allOf"]
+        payload = by_name[event_type]["payload"]
+        assert payload["schemaFormat"] == SCHEMA_FORMAT
+        envelope, extra = payload["schema"]["allOf"]
         assert envelope == {"$ref": "./json/cloud-event.schema.json"}
         assert extra["properties"]["type"] == {"const": event_type}
         assert extra["properties"]["data"] == {"$ref": f"./{schema_file(model.__name__)}"}
