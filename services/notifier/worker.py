@@ -69,6 +69,7 @@ class NotifierWorker(PublishingWorker):
 
     def check_coverage(self, now: datetime) -> list[tuple[datetime, datetime]]:
         gaps = coverage_gaps(self.oncall, now)
+        self.metrics.coverage.observe(gaps, now)  # the alert rules watch this
         for start, end in gaps:
             log.error("oncall.coverage_gap", level=1, start=start.isoformat(), end=end.isoformat())
         if gaps and self.oncall.team_channel is not None:
