@@ -5,6 +5,8 @@ dead sends stay; a redelivery within the retention is still dropped."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from services.notifier.main import NotifierSettings, prune_jobs
 from services.notifier.sends import SendQueue, sends_table
 from services.runtime.messages import Inbound, Outgoing
 from services.runtime.retention import Pruner, cutoff
+from services.sla_timer.main import SlaSettings
+from services.sla_timer.main import bootstrap as sla_bootstrap
 from services.sla_timer.policy import load_policy
 from services.sla_timer.service import SlaTimer
 from services.sla_timer.store import ClockStore, clocks, early, outbox, processed
@@ -228,3 +232,33 @@ def test_notifier_store_prunes_finished_sends_keys_digests_and_sent_outbox_rows(
         sends.add_many(conn, [SendQueue.values(note("resolved"), "corr", False, NOW)])
     assert sends.counts() == {"dead": 1, "pending": 1, "sent": 1}
     engine.dispose()
+
+
+# --- the services run it ---------------------------------------------------------------
+
+
+def test_sla_timer_prunes_on_its_own_thread_as_the_environment_says(tmp_path: Path) -> None:
+    path = str(tmp_path / "clocks.db")
+    settings = SlaSettings(
+        SLA_STORE_URL=path, PROCESSED_RETENTION_S=1, PRUNE_EVERY_S=0.05, METRICS_PORT=0
+    )
+    spec = sla_bootstrap(settings)
+    store = ClockStore(engine_for(path))
+    with store.transaction() as conn:
+        store.mark_seen_many(conn, ["an hour ago"], datetime.now(UTC) - timedelta(hours=1))
+        store.mark_seen_many(conn, ["just now"], datetime.now(UTC))
+    stop = threading.Event()
+    (work,) = [w for w in spec.workers if isinstance(getattr(w, "__self__", None), Pruner)]
+    pruner = threading.Thread(target=work, args=(stop,), daemon=True)
+    pruner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "an hour ago" in keys(store.engine, processed.c.event_id):
+            assert time.monotonic() < deadline, "the pruner did not run"
+            time.sleep(0.05)
+        assert keys(store.engine, processed.c.event_id) == {"just now"}
+    finally:
+        stop.set()
+        pruner.join(timeout=5)
+    assert not pruner.is_alive()
+    store.engine.dispose()
