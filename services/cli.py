@@ -295,13 +295,16 @@ def sink_http(
     ] = None,
 ) -> None:
     """Print every webhook POST (paging, chat, signed, team) and answer 202; Ctrl-C stops."""
-    import os
-
     from services.operator.sink import serve_http
+    from services.runtime.secrets import SecretError, read_secret
 
-    secret = os.environ.get(secret_env) if secret_env else None
+    try:  # the variable or its _FILE, as the notifier reads it
+        secret = read_secret(secret_env) if secret_env else None
+    except SecretError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if secret_env and not secret:
-        typer.echo(f"error: {secret_env} is not set (--secret-env names a variable)", err=True)
+        typer.echo(f"error: neither {secret_env} nor {secret_env}_FILE is set", err=True)
         raise typer.Exit(2)
     try:
         serve_http(host, port, secret.encode() if secret else None)
