@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 export AMQP_URL
 
-.PHONY: venv test lint demo bench schemas secrets clean
+.PHONY: venv test lint demo bench schemas secrets clean promtool
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,7 +15,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# promtool for tests/monitoring, unpacked (not installed: no root, no daemon) from Debian's
+# prometheus package; best effort: without apt the tests skip there (and fail under CI).
+PROMTOOL := .cache/promtool/usr/bin/promtool
+$(PROMTOOL):
+	@mkdir -p .cache/promtool && cd .cache/promtool && rm -f prometheus_*.deb && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } && \
+	  dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb || \
+	  echo "make: could not unpack promtool from Debian's prometheus package" >&2
+
+promtool: $(PROMTOOL)
+
+test: $(STAMP) $(PROMTOOL)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
