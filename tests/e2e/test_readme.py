@@ -19,7 +19,8 @@ The commands are run exactly as written but for two things that must differ betw
 runs on a shared machine: the ports 8025, 8099 and 9100 become free ones (in the blocks
 and in the copy's `examples/local/`), and the broker URL becomes the test's broker when
 that is not the README's local one. Every ticket id a command uses must have been
-printed by an earlier command. At the end the page and its acknowledgement must have
+printed by an earlier command (also an id in an example file a command publishes, like
+the acknowledgement's). At the end the page and its acknowledgement must have
 reached the HTTP sink and the email the SMTP sink.
 """
 
@@ -110,6 +111,9 @@ class Walkthrough:
 
     def run(self, block: Block) -> None:
         used = set(TICKET_ID.findall(block.commands()))
+        for word in block.commands().split():  # and the ids in the files it publishes
+            if (self.root / word).is_file() and word.startswith("examples/"):
+                used |= set(TICKET_ID.findall((self.root / word).read_text(errors="replace")))
         seen = set(TICKET_ID.findall("".join(self.outputs)))
         assert used <= seen, f"line {block.line}: {used - seen} not printed by a command before"
         if block.kind == "background":
