@@ -36,7 +36,7 @@ from services.notifier.oncall_model import OnCall
 from services.notifier.retry_plan import GiveUp, SendRetry, after_failure
 from services.notifier.sends import SendQueue, SendRow, dead_letter_body
 from services.runtime.errors import PipelineError
-from services.runtime.names import Names
+from services.runtime.names import Names, dead_letter_exchange
 
 log = structlog.get_logger("notifier")
 SERVICE = "notifier"
@@ -193,8 +193,9 @@ class Outcomes:
             self.digests.add_in(conn, [entry], now)
 
     def _letter(self, row: SendRow, attempts: int, error: str, now: datetime) -> dict[str, Any]:
-        """The dead letter, routed by name to `notifier.urgent.dead`; replayed, it goes
-        back to `notifier.urgent`, where the notifier sends it again or cancels it."""
+        """The dead letter, through `notifier.urgent.dlx` to `notifier.urgent.dead`;
+        replayed, it goes back to `notifier.urgent` (by name: x-original-exchange ""),
+        where the notifier sends it again or cancels it."""
         queue = self.names.queue("notifier_urgent")
         headers = {
             "x-error": error,
@@ -213,7 +214,7 @@ class Outcomes:
             + hashlib.sha256(f"{row.key}|{now.isoformat()}".encode()).hexdigest()[:40],
             "routing_key": self.names.dead_letter_queue("notifier_urgent"),
             "body": dead_letter_body(row),
-            "exchange": "",
+            "exchange": dead_letter_exchange("notifier_urgent"),
             "headers": _json(headers),
             "content_type": NOTIFICATION_TYPE,
         }

@@ -23,7 +23,7 @@ from services.runtime.metrics import RuntimeMetrics
 from services.runtime.names import Names
 from services.runtime.ops_http import HealthCheck, serve_ops
 from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
-from services.runtime.topology import declare
+from services.runtime.topology import TopologyMissing, check, declare
 
 log = structlog.get_logger("runtime")
 
@@ -99,6 +99,17 @@ def declare_topology(settings: RuntimeSettings) -> list[str]:
             raise ConnectionLost(f"cannot declare topology at {_safe_url(conn)}: {exc}") from exc
 
 
+def check_topology(settings: RuntimeSettings, queue_keys: tuple[str, ...]) -> None:
+    """Passively check what consume loops on `queue_keys` need (DECLARE_TOPOLOGY=passive):
+    TopologyMissing names what is not there; no broker right is needed for it."""
+    with connection_factory(settings, name="topology check")() as conn:
+        try:
+            conn.ensure_connection(max_retries=3)
+            check(conn, Names(settings.amqp_prefix), queue_keys)
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(f"cannot check topology at {_safe_url(conn)}: {exc}") from exc
+
+
 def _safe_url(conn: Connection) -> str:
     return str(conn.as_uri(include_password=False))
 
@@ -125,6 +136,8 @@ class ServiceRunner:
         label = spec.name if self.queue == spec.name else self.queue.replace("_", ".")
         self.label = label
         self.stop = stop or threading.Event()
+        # Why this service gave up for good (the topology it needs is missing), if it did.
+        self.fatal: str | None = None
         # The service's other queues: a consume loop each, on threads this one starts.
         self.others = [
             ServiceRunner(spec, settings, metrics, q, self.stop)
@@ -245,6 +258,14 @@ class ServiceRunner:
                 self._connect_and_consume()
                 failures = 0
                 continue
+            except TopologyMissing as exc:
+                # Not retried: nothing this service may do creates it. One line, then the
+                # process ends non-zero (run_services) and its supervisor may try again.
+                self.fatal = f"{self.label}: {exc}"
+                log.error("topology.missing", service=self.spec.name, error=str(exc))
+                release()
+                self.stop.set()
+                break
             except Exception as exc:
                 error = exc
             if self.loop.connected and time.monotonic() - attempt_started >= healthy_after_s:
@@ -272,7 +293,10 @@ class ServiceRunner:
         # away; declare_topology's (ensure_connection(max_retries=3)) takes ~12 s to
         # fail, which delayed every reconnect by as much after the broker came back.
         self.publisher.open()
-        declare_topology(self.settings)
+        if self.settings.topology_mode == "passive":
+            check_topology(self.settings, (self.queue,))
+        else:
+            declare_topology(self.settings)
         self.loop.start_consuming()
         log.info("service.consuming", service=self.spec.name, queue=self.spec.name)
         next_beat = 0.0
@@ -345,6 +369,9 @@ def run_services(
     finally:
         if ops is not None:
             ops.stop()
+    fatal = [each.fatal for r in runners for each in (r, *r.others) if each.fatal]
+    if fatal:
+        raise SystemExit("; ".join(fatal))
     if died:
         raise SystemExit(f"service thread(s) died: {', '.join(died)}")
     return runners

@@ -77,6 +77,10 @@ class RuntimeSettings(BaseSettings):
     dedup_window_size: int = Field(100_000, alias="DEDUP_WINDOW_SIZE", ge=0)
     dedup_window_s: float = Field(24 * 3600.0, alias="DEDUP_WINDOW_S", ge=0)
     event_log_max_age: str = Field("30D", alias="EVENT_LOG_MAX_AGE", pattern=r"^\d+[YMDhms]$")
+    # At each (re)connect a service declares the whole topology (`declare`: needs configure
+    # rights on every name; dev, tests, the demo) or only checks passively that its own
+    # queues and exchanges exist (`passive`: no right needed; compose, least privilege).
+    topology_mode: str = Field("declare", alias="DECLARE_TOPOLOGY", pattern="^(declare|passive)$")
 
     @classmethod
     def settings_customise_sources(

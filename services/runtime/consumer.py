@@ -29,10 +29,10 @@ from services.runtime.arrivals import Arrivals, Urgency
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
 from services.runtime.errors import ConnectionLost, PermanentError, PipelineError, TransientError
-from services.runtime.failures import Backoff, dead_letter, decide
+from services.runtime.failures import Backoff, dead_letter, decide, is_dead_letter
 from services.runtime.messages import Inbound, Outgoing
 from services.runtime.metrics import RuntimeMetrics, ServiceMetrics
-from services.runtime.names import Names
+from services.runtime.names import Names, dead_letter_exchange
 from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
 
 Handler = Callable[[Inbound], Sequence[Outgoing]]
@@ -222,7 +222,7 @@ class ConsumeLoop:
         seqs = [self._publisher.publish(out) for out in outputs]
         deadline = time.monotonic() + self._s.confirm_timeout_s
         item = InFlight(delivery, outputs, seqs, outcome, deadline, deps or [])
-        self._pending_ids.update((o.message_id, item) for o in outputs if o.exchange)
+        self._pending_ids.update((o.message_id, item) for o in outputs if not is_dead_letter(o))
         self._inflight.append(item)
         if not self._amqp:
             self._settle_ready()  # in-memory: nothing to wait for
@@ -244,6 +244,7 @@ class ConsumeLoop:
             delivery.inbound,
             queue=self._names.queue(self._queue_key),
             dead_letter_queue=self._names.dead_letter_queue(self._queue_key),
+            dead_letter_exchange=dead_letter_exchange(self._queue_key),
             service=self.service,
             error=decision.error,
             attempts=delivery.attempts,
@@ -299,14 +300,14 @@ class ConsumeLoop:
 
     def _settle(self, item: InFlight) -> None:
         self._acker.ack_later(item.delivery.message)
-        self._published.add_all(o.message_id for o in item.outputs if o.exchange)
+        self._published.add_all(o.message_id for o in item.outputs if not is_dead_letter(o))
         # NOTE: a dead-lettered input was not handled: replayed from its DLQ (same
         # message id) it must be taken again, not acked as a duplicate and so lost.
         dead = item.outcome == "dead_lettered"
         if self._dedup_inputs and item.delivery.inbound.message_id and not dead:
             self._handled.add_all([item.delivery.inbound.message_id])
         outcome = item.outcome
-        if outcome == "acked" and any(_is_dead_letter(o) for o in item.outputs):
+        if outcome == "acked" and any(is_dead_letter(o) for o in item.outputs):
             outcome = "dead_lettered"  # the handler parked its own input (the notifier does)
         self._metrics.outcome(outcome).inc()
         self._metrics.published.inc(len(item.outputs))
@@ -465,10 +466,6 @@ class ConsumeLoop:
             finally:
                 self._releasing = False
         self._conn, self._consumer = None, None
-
-
-def _is_dead_letter(out: Outgoing) -> bool:
-    return not out.exchange and "x-error-reason" in out.headers  # as failures.dead_letter
 
 
 def _queue_ref(name: str) -> Any:

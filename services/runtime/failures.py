@@ -15,6 +15,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from services.runtime.errors import PermanentError, PipelineError, TransientError
 from services.runtime.messages import Inbound, Outgoing
+from services.runtime.names import DEAD_LETTER_EXCHANGES
 
 Action = Literal["dead_letter", "retry"]
 
@@ -59,13 +60,17 @@ def dead_letter(
     *,
     queue: str,
     dead_letter_queue: str,
+    dead_letter_exchange: str,
     service: str,
     error: PipelineError,
     attempts: int,
     first_failure: datetime,
     now: datetime | None = None,
 ) -> Outgoing:
-    """The original body and headers, plus why it failed; routed by name to the DLQ."""
+    """The original body and headers, plus why it failed. Published to the queue's own
+    dead-letter exchange (unprefixed, `names.dead_letter_exchange`), which routes it to
+    `dead_letter_queue` (the routing key): never through the default exchange, which
+    would let a service user write to any queue by name."""
     now = now or datetime.now(UTC)
     headers: dict[str, Any] = dict(inbound.headers)
     headers |= {
@@ -80,7 +85,7 @@ def dead_letter(
         "x-original-queue": queue,
     }
     return Outgoing(
-        exchange="",
+        exchange=dead_letter_exchange,
         routing_key=dead_letter_queue,
         body=inbound.body,
         message_id=inbound.message_id or "",
@@ -90,3 +95,9 @@ def dead_letter(
         mandatory=True,
         log={"error": str(error)},
     )
+
+
+def is_dead_letter(out: Outgoing) -> bool:
+    """A dead letter (of `dead_letter` or the notifier's): never deduplicated by its
+    message id, which is its input's."""
+    return out.exchange in DEAD_LETTER_EXCHANGES and "x-error-reason" in out.headers

@@ -56,6 +56,18 @@ STALE_BINDINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def dead_letter_exchange(queue_key: str) -> str:
+    """The unprefixed name (as `Outgoing.exchange` takes it) of the direct exchange that
+    routes to the dead-letter queue of `queue_key`: `intake.inbound` -> `intake.inbound.dlx`.
+
+    The runtime publishes its dead letters there, not through the default exchange, so a
+    service user's write right covers its own dead-letter queues and nothing else."""
+    return f"{SERVICE_BINDINGS[queue_key][0]}.dlx"
+
+
+DEAD_LETTER_EXCHANGES = frozenset(dead_letter_exchange(key) for key in SERVICE_BINDINGS)
+
+
 @dataclass(frozen=True)
 class Names:
     prefix: str = ""
@@ -92,6 +104,9 @@ class Names:
 
     def dead_letter_queue(self, service: str) -> str:
         return f"{self.queue(service)}.dead"
+
+    def dead_letter_exchange(self, service: str) -> str:
+        return self._p(dead_letter_exchange(service))
 
     def service_queues(self) -> list[str]:
         return [self.queue(s) for s in SERVICE_BINDINGS]

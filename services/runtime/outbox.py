@@ -22,7 +22,7 @@ from services.runtime.app import connection_factory
 from services.runtime.config import RuntimeSettings
 from services.runtime.errors import ConnectionLost, PipelineError, TransientError
 from services.runtime.messages import Outgoing
-from services.runtime.names import Names
+from services.runtime.names import DEAD_LETTER_EXCHANGES, Names
 from services.runtime.publisher import ConfirmedPublisher
 
 log = structlog.get_logger("runtime.worker")
@@ -38,7 +38,7 @@ class OutboxRow:
     event_id: str
     routing_key: str
     body: str
-    # Unprefixed; "" is the default exchange (a dead letter routed to its queue by name).
+    # Unprefixed; a dead letter's is its queue's dead-letter exchange (`<queue>.dlx`).
     exchange: str = "support.events"
     headers: dict[str, Any] = field(default_factory=dict)
     content_type: str = "application/cloudevents+json"
@@ -69,7 +69,8 @@ def publish_rows(publisher: ConfirmedPublisher, rows: list[OutboxRow], timeout_s
                 row.event_id,
                 content_type=row.content_type,
                 headers=row.headers,
-                mandatory=not row.exchange,  # a dead letter must reach its queue
+                # A dead letter must reach its queue ("": a row written before `.dlx`).
+                mandatory=not row.exchange or row.exchange in DEAD_LETTER_EXCHANGES,
             )
         )
         for row in rows

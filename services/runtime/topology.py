@@ -1,18 +1,29 @@
-"""Declare the topology of DESIGN.md section 3, idempotently.
+"""Declare the topology of DESIGN.md section 3, idempotently; or check it passively.
 
 On RabbitMQ every service queue is a quorum queue with a delivery limit and
 at-least-once dead-lettering into `<queue>.dead`; on kombu's in-memory transport the
 same names are declared without arguments (it ignores them) and without the stream.
+Each `<queue>.dead` is also bound from a direct exchange `<queue>.dlx`, where the
+runtime publishes its own dead letters.
+
+`declare` needs configure rights on every name (the `topology` user); `check` is what a
+service with passive declares does at start: passive declares need no right at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from amqp.exceptions import ChannelError
 from kombu import Connection, Exchange, Queue, binding
 
 from services.runtime.config import RuntimeSettings
 from services.runtime.names import SERVICE_BINDINGS, STALE_BINDINGS, Names
+
+
+class TopologyMissing(Exception):
+    """What a service needs is not on the broker: `topology declare` has not run there."""
 
 
 def _quorum_args(settings: RuntimeSettings, dead_letter_queue: str | None) -> dict[str, Any]:
@@ -20,6 +31,11 @@ def _quorum_args(settings: RuntimeSettings, dead_letter_queue: str | None) -> di
         return {}
     args: dict[str, Any] = {"x-queue-type": "quorum"}
     if dead_letter_queue is not None:
+        # NOTE: the broker's own dead-lettering goes through the default exchange: it
+        # checks no user's rights, and a queue's arguments cannot change once it exists
+        # (a redeclare with another x-dead-letter-exchange is refused), so the runtime's
+        # `<queue>.dlx` is not used here. Creating the queue needs write on amq.default:
+        # the `topology` user has it, the service users do not.
         # NOTE: quorum queues in 3.x have no delivery limit by default: a message that
         # crashes its consumer would be redelivered forever. The broker dead-letters
         # it after `delivery_limit` redeliveries; at-least-once dead-lettering needs
@@ -51,6 +67,10 @@ def exchanges(names: Names, settings: RuntimeSettings) -> dict[str, Exchange]:
             names.inbound_exchange, "topic", durable=True, auto_delete=False, arguments=inbound_args
         ),
         Exchange(names.events_exchange, "topic", durable=True, auto_delete=False),
+        *(
+            Exchange(names.dead_letter_exchange(key), "direct", durable=True, auto_delete=False)
+            for key in SERVICE_BINDINGS
+        ),
     ]
     return {exchange.name: exchange for exchange in made}
 
@@ -69,7 +89,8 @@ def queues(names: Names, settings: RuntimeSettings) -> list[Queue]:
         # drops a dead letter. Adding one now would make every existing `.dead` queue
         # refuse this declare (inequivalent arg). RabbitMQ 4.0-4.2 default to a limit
         # of 20: raise it there with a policy on `\.dead$` (4.3+ does not count nacks).
-        result.append(_queue(dead, _quorum_args(settings, None)))
+        dlx = by_name[names.dead_letter_exchange(service)]
+        result.append(_queue(dead, _quorum_args(settings, None), [binding(dlx, routing_key=dead)]))
     unrouted = by_name[names.unrouted_exchange]
     result.append(
         _queue(names.unrouted_queue, _quorum_args(settings, None), [binding(unrouted, "")])
@@ -100,3 +121,42 @@ def declare(connection: Connection, names: Names, settings: RuntimeSettings) -> 
         return declared
     finally:
         channel.close()
+
+
+def needs(names: Names, queue_keys: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(exchanges, queues) a consume loop on each of `queue_keys` uses: the queue, its
+    dead-letter queue and exchange, and support.events, where every service publishes."""
+    keys = list(queue_keys)
+    wanted_exchanges = [names.events_exchange, *(names.dead_letter_exchange(k) for k in keys)]
+    wanted_queues = [q for k in keys for q in (names.queue(k), names.dead_letter_queue(k))]
+    return wanted_exchanges, wanted_queues
+
+
+def check(connection: Connection, names: Names, queue_keys: Iterable[str]) -> None:
+    """Passive declares of what `needs` names; TopologyMissing lists what is not there.
+
+    Bindings cannot be checked this way; `topology declare` makes them with the rest."""
+    exchanges_needed, queues_needed = needs(names, queue_keys)
+    wanted = [("exchange", e) for e in exchanges_needed] + [("queue", q) for q in queues_needed]
+    absent: list[str] = []
+    channel = connection.channel()
+    try:
+        for kind, name in wanted:
+            try:
+                if kind == "exchange":
+                    channel.exchange_declare(name, "direct", passive=True)
+                else:
+                    channel.queue_declare(name, passive=True)
+            except ChannelError as exc:  # NotFound on RabbitMQ; on memory:// a "404" too
+                if str(exc.reply_code) != "404":
+                    raise
+                # NOTE: a 404 closes the channel; the next check needs a new one.
+                absent.append(f"{kind} {name}")
+                channel = connection.channel()
+    finally:
+        channel.close()
+    if absent:
+        raise TopologyMissing(
+            f"missing on the broker: {', '.join(absent)}; "
+            "run `premium-support topology declare` (as a user that may configure) first"
+        )

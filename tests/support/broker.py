@@ -78,7 +78,8 @@ def delete_topology(url: str, prefix: str, extra_queues: list[str]) -> None:
         ch = conn.channel()
         for queue in queues:
             ch.queue_delete(queue)
-        for exchange in (names.inbound_exchange, names.events_exchange, names.unrouted_exchange):
+        exchanges = [names.inbound_exchange, names.events_exchange, names.unrouted_exchange]
+        for exchange in [*exchanges, *(names.dead_letter_exchange(s) for s in SERVICE_BINDINGS)]:
             ch.exchange_delete(exchange)
     finally:
         conn.close()

@@ -469,7 +469,7 @@ def test_given_up_is_dead_failed_dead_lettered_and_told_to_the_team(world: World
     )
     assert world.events("escalation.sent") == []
 
-    letters = [r for r in world.outbox() if r.exchange == ""]
+    letters = [r for r in world.outbox() if r.exchange == "notifier.urgent.dlx"]
     assert {json.loads(r.body)["notification"]["person"] for r in letters} == {"kim", "mira"}
     for letter in letters:
         assert letter.routing_key == "t.notifier.urgent.dead"
@@ -526,7 +526,8 @@ def kims_letter(world: World) -> Any:
     [letter] = [
         r
         for r in world.outbox()
-        if r.exchange == "" and json.loads(r.body)["notification"]["person"] == "kim"
+        if r.exchange == "notifier.urgent.dlx"
+        and json.loads(r.body)["notification"]["person"] == "kim"
     ]
     return letter
 

@@ -70,13 +70,14 @@ def test_dead_letter_keeps_the_original_and_says_why() -> None:
         inbound,
         queue="t.intake.inbound",
         dead_letter_queue="t.intake.inbound.dead",
+        dead_letter_exchange="intake.inbound.dlx",
         service="intake",
         error=PermanentError("body is not JSON", reason="invalid_json"),
         attempts=1,
         first_failure=first,
         now=first,
     )
-    assert out.exchange == ""
+    assert out.exchange == "intake.inbound.dlx"  # unprefixed: the publisher adds it
     assert out.routing_key == "t.intake.inbound.dead"
     assert out.mandatory is True
     assert out.body == b"{oops"
@@ -107,6 +108,7 @@ def test_names_take_the_prefix_as_it_is() -> None:
     assert names.inbound_exchange == "t1.support.inbound"
     assert names.queue("intake") == "t1.intake.inbound"
     assert names.dead_letter_queue("sla_timer") == "t1.sla_timer.events.dead"
+    assert names.dead_letter_exchange("notifier_urgent") == "t1.notifier.urgent.dlx"
     assert names.unrouted_queue == "t1.support.unrouted"
     assert names.event_log == "t1.support.events.log"
 
@@ -124,6 +126,13 @@ def test_quorum_queues_carry_delivery_limit_and_at_least_once_dead_lettering() -
         "x-overflow": "reject-publish",
     }
     assert by_name["p.intake.inbound"].auto_delete is False
+    # The runtime's own dead letters: a direct exchange per queue, bound to its `.dead`.
+    (dead_binding,) = by_name["p.intake.inbound.dead"].bindings
+    assert (dead_binding.exchange.name, dead_binding.exchange.type) == (
+        "p.intake.inbound.dlx",
+        "direct",
+    )
+    assert dead_binding.routing_key == "p.intake.inbound.dead"
     assert by_name["p.support.events.log"].queue_arguments["x-queue-type"] == "stream"
     memory = RuntimeSettings(AMQP_URL="memory://")
     assert "p.support.events.log" not in {q.name for q in queues(Names("p."), memory)}
