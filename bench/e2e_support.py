@@ -406,7 +406,8 @@ def delete_topology(url: str, topo: Topology, mgmt: str | None) -> None:
     if not topo.prefix.startswith("bench-e2e-"):
         raise ValueError(f"refusing to delete with prefix {topo.prefix!r}")
     queues = [topo.full(q) for q in (*topo.watched, "support.events.log")]
-    exchanges = [topo.full(x) for x in EXCHANGES]
+    # Each queue's `.dlx` (the runtime's dead letters) too: a tree that has none ignores it.
+    exchanges = [topo.full(x) for x in (*EXCHANGES, *(f"{q}.dlx" for q in topo.queues))]
     if mgmt:
         queues += management_names(mgmt, url, "queues", topo.prefix)
         exchanges += management_names(mgmt, url, "exchanges", topo.prefix)
