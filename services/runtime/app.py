@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -333,16 +334,21 @@ def run_services(
     ops = serve_ops(settings, metrics.registry, checks)
 
     requested = threading.Event()  # a stop asked for (signal or `stop`), not a death
+    signals: list[int] = []  # appended by the handler; the loop below acts on them
 
-    def stop_all(signum: int, _frame: Any) -> None:
-        log.info("shutdown.requested", signal=signal.Signals(signum).name)
-        requested.set()
-        for runner in runners:
-            runner.stop.set()
+    def on_signal(signum: int, _frame: Any) -> None:
+        # NOTE: a handler runs in the main thread between two bytecodes, maybe while that
+        # thread holds structlog's write lock or an Event's lock; logging (or Event.set)
+        # here deadlocked `run all` at a second signal. So it only takes note; a second
+        # signal means "now": no graceful stop, unacked inputs come back to the queues.
+        signals.append(signum)
+        if len(signals) > 1:
+            os.write(2, b"second signal: exiting now, without waiting for a graceful stop\n")
+            os._exit(128 + signum)
 
     if install_signals:
-        signal.signal(signal.SIGTERM, stop_all)
-        signal.signal(signal.SIGINT, stop_all)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
     threads = [threading.Thread(target=r.run, name=r.spec.name, daemon=True) for r in runners]
     for thread in threads:
         thread.start()
@@ -350,6 +356,9 @@ def run_services(
     give_up_at = float("inf")  # after a death, how long the others get to stop
     try:
         while any(t.is_alive() for t in threads) and time.monotonic() < give_up_at:
+            if signals and not requested.is_set():
+                log.info("shutdown.requested", signal=signal.Signals(signals[0]).name)
+                requested.set()
             if stop is not None and stop.is_set():
                 requested.set()
             dead = [t.name for t in threads if not t.is_alive()]
