@@ -5,31 +5,69 @@ share between replicas. Each service owns its own tables; only the engine is sha
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+SQLITE_SCHEME = "sqlite:///"  # SQLAlchemy's form: sqlite:///relative, sqlite:////absolute
 READ_ONLY = "premium_support_read_only"  # execution option: BEGIN DEFERRED on SQLite
+
+
+class StoreUrlError(ValueError):
+    """A store URL that names no store this project can open; the message says why."""
 
 
 def is_postgres_url(url: str | None) -> bool:
     return bool(url) and str(url).startswith(POSTGRES_SCHEMES)
 
 
-def engine_for(url: str | None, default: str = "sla_timer.db") -> Engine:
-    """`postgresql://...` as given; anything else is a SQLite file path (`default` when
-    unset), opened in WAL mode."""
-    if url and is_postgres_url(url):
-        rest = url.partition("://")[2]
-        return sa.create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=5)
-    path = Path(url or default).expanduser()
+def sqlite_path(url: str | None, default: str = "sla_timer.db") -> Path | None:
+    """The file of a SQLite store (a plain path or `sqlite:///path`); None for PostgreSQL."""
+    if is_postgres_url(url):
+        return None
+    given = url or default
+    if given.startswith("sqlite:"):
+        if not given.startswith(SQLITE_SCHEME) or given == SQLITE_SCHEME:
+            raise StoreUrlError(
+                f"{given!r}: write sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        given = given.removeprefix(SQLITE_SCHEME).partition("?")[0]
+    elif "://" in given:
+        scheme = given.partition("://")[0]
+        raise StoreUrlError(
+            f"unsupported store URL scheme {scheme!r}: use a SQLite path, sqlite:///path, "
+            "postgresql:// or postgres://"
+        )
+    return Path(given).expanduser()
+
+
+def engine_for(url: str | None, default: str = "sla_timer.db", read_only: bool = False) -> Engine:
+    """`postgresql://...` (or `postgres://`) as given; anything else is a SQLite file
+    (a path or `sqlite:///path`; `default` when unset), opened in WAL mode.
+
+    `read_only` (the operator's reads): a SQLite file is opened with `mode=ro`, so a
+    mistyped path is reported (StoreUrlError) instead of created as an empty store."""
+    path = sqlite_path(url, default)
+    if path is None:
+        rest = str(url).partition("://")[2]
+        options = {"postgresql_readonly": True} if read_only else {}
+        return sa.create_engine(
+            f"postgresql+psycopg://{rest}",
+            pool_pre_ping=True,
+            pool_size=5,
+            execution_options=options,
+        )
+    if read_only:
+        return _read_only_sqlite(path)
     engine = sa.create_engine(
         f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
     )
@@ -50,6 +88,27 @@ def engine_for(url: str | None, default: str = "sla_timer.db") -> Engine:
         # A reader (`reading`) under WAL neither takes nor waits for the write lock.
         deferred = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _read_only_sqlite(path: Path) -> Engine:
+    if not path.is_file():
+        raise StoreUrlError(f"no SQLite store at {path}: the file does not exist")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    engine = sa.create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30),
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions begun by `_begin` below
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # NOTE: a read-only connection can take no write lock: never BEGIN IMMEDIATE.
+        conn.exec_driver_sql("BEGIN")
 
     return engine
 
