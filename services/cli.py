@@ -52,24 +52,24 @@ def _specs(service: str) -> tuple[list[Any], RuntimeSettings]:
 def run(
     service: Annotated[str, typer.Argument(help="intake | sla-timer | notifier | all")],
 ) -> None:
-    """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT.
+    """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT (a second
+    signal exits at once, without waiting for the graceful stop).
 
-    Serves /metrics and /healthz on METRICS_PORT (default 9100; 0 turns them off)."""
+    Serves /metrics and /healthz on METRICS_PORT (default 9100; 0 turns them off). Exits
+    non-zero with one line when the configuration is wrong or the broker cannot be used
+    at start; once running, a broker that goes away is waited for."""
+    from services.operator.guard import check_broker, load_settings, startup_errors
     from services.runtime.app import run_services
 
     if service not in (*SERVICES, "all"):
         raise typer.BadParameter(
             f"unknown service {service!r}; choose from {', '.join(SERVICES)}, all"
         )
-    from services.runtime.yaml_files import ConfigFileError
-
-    settings = RuntimeSettings()
+    settings = load_settings(RuntimeSettings)
     configure_logging(settings.log_format, settings.log_level)
-    try:
+    with startup_errors():  # e.g. no ACCOUNTS_FILE or ONCALL_FILE, a file with a mistake
         specs, settings = _specs(service)
-    except ConfigFileError as exc:  # e.g. no ACCOUNTS_FILE, or a file with a mistake
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    check_broker(settings, f"run {service}")
     run_services(specs, settings)
 
 
@@ -97,11 +97,15 @@ def demo(
 @topology_app.command("declare")
 def topology_declare() -> None:
     """Declare the whole topology on AMQP_URL (idempotent)."""
+    from services.operator.guard import broker_errors, check_broker, load_settings
     from services.runtime.app import declare_topology
 
-    settings = RuntimeSettings()
+    settings = load_settings(RuntimeSettings)
     configure_logging(settings.log_format, settings.log_level)
-    for name in declare_topology(settings):
+    check_broker(settings, "topology declare")  # fails in a second, not after retries
+    with broker_errors(settings.amqp_url, "topology declare"):
+        declared = declare_topology(settings)
+    for name in declared:
         typer.echo(f"declared {name}")
 
 
@@ -123,10 +127,15 @@ def publish(
 
     if channel not in ("chat", "email", "phone", "helpdesk"):
         raise typer.BadParameter("channel must be chat, email, phone or helpdesk")
-    settings = RuntimeSettings()
+    from services.operator.guard import broker_errors, load_settings
+
+    settings = load_settings(RuntimeSettings)
     content_type = content_type or content_type_for(channel, file.name)
     body, outcome = _publish_body(channel, file.read_bytes(), content_type, now)
-    with UpstreamPublisher(settings.amqp_url, settings.amqp_prefix) as upstream:
+    with (
+        broker_errors(settings.amqp_url, "publish"),
+        UpstreamPublisher(settings.amqp_url, settings.amqp_prefix) as upstream,
+    ):
         message_id = upstream.publish(channel, body, content_type)
     moved = " (timestamps moved to now)" if now else ""
     typer.echo(f"published {file} to inbound.{channel} as {message_id}: {outcome}{moved}")
@@ -168,40 +177,47 @@ def schemas_export(
     typer.echo(f"{'checked' if check else 'wrote'} schema files in {root}")
 
 
-def _sla_context() -> tuple[Any, Any, str]:
+def _sla_context(read_only: bool = False) -> tuple[Any, Any, str]:
     """(store, policy, store description) from SLA_STORE_URL and POLICY_FILE.
 
     No single-replica lock: these are reads and short transactions beside a running
-    sla_timer, which they never block for long.
+    sla_timer, which they never block for long. A store that does not exist is an error,
+    never created empty; `read_only` opens it so (SQLite `mode=ro`) and migrates nothing.
     """
+    from services.operator.guard import fail, load_settings
+    from services.operator.sla_summary import StoreUnusable, describe_store, open_clock_store
     from services.sla_timer.main import SlaSettings
     from services.sla_timer.policy import PolicyError, load_policy
-    from services.sla_timer.store import ClockStore, engine_for
 
-    settings = SlaSettings()
+    settings = load_settings(SlaSettings)
     try:
         policy = load_policy(settings.policy_file)
     except PolicyError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    store = ClockStore(engine_for(settings.sla_store_url))
-    store.migrate()
-    return store, policy, settings.sla_store_url or "sla_timer.db"
+    try:
+        store = open_clock_store(settings.sla_store_url, read_only)
+    except StoreUnusable as exc:
+        fail(f"{exc} (SLA_STORE_URL)")
+    return store, policy, describe_store(settings.sla_store_url)
 
 
 @oncall_app.command("check")
 def oncall_check(
     days: Annotated[int, typer.Option(help="How far ahead to look")] = 7,
 ) -> None:
-    """List the spans in the next DAYS with nobody on call at level 1; exit 1 if any."""
+    """List the spans in the next DAYS with nobody on call at level 1, and what the first
+    page would fail on (a signed webhook's secret not set; SMTP unset, not answering, or
+    without the STARTTLS / AUTH it is configured to use); exit 1 if any."""
     import os
     from datetime import UTC, datetime
 
     from services.notifier.oncall import OnCallError, coverage_gaps, load_oncall
+    from services.operator.first_send import first_send_problems, smtp_target
 
     path = os.environ.get("ONCALL_FILE")
     if not path:
-        typer.echo("error: set ONCALL_FILE to the on-call file", err=True)
+        typer.echo("error: ONCALL_FILE is not set: point it at the on-call file", err=True)
         raise typer.Exit(2)
     try:
         oncall = load_oncall(path)
@@ -211,9 +227,13 @@ def oncall_check(
     gaps = coverage_gaps(oncall, datetime.now(UTC), days=days)
     for start, end in gaps:
         typer.echo(f"nobody on call at level 1: {start.isoformat()} -> {end.isoformat()}")
-    if gaps:
+    problems = first_send_problems(oncall, smtp_target())
+    for problem in problems:
+        typer.echo(f"the first send would fail: {problem}")
+    if gaps or problems:
         raise typer.Exit(1)
     typer.echo(f"level 1 is covered for the next {days} days ({path})")
+    typer.echo("secrets and SMTP are as the first send needs them")
 
 
 @sla_app.command("explain")
@@ -221,12 +241,11 @@ def sla_explain(
     ticket: Annotated[str, typer.Argument(help="The ticket id, e.g. T-email-0123456789abcdef")],
 ) -> None:
     """Why TICKET's deadline is where it is: rule, policy version, calendar, segments."""
-    from rich.console import Console
-
+    from services.operator.literal import console
     from services.sla_timer.clock import Clock
     from services.sla_timer.operator import explain_clock, render_explanation
 
-    store, policy, where = _sla_context()
+    store, policy, where = _sla_context(read_only=True)
     stored = store.get(ticket)
     if stored is None:
         typer.echo(
@@ -235,7 +254,7 @@ def sla_explain(
             err=True,
         )
         raise typer.Exit(1)
-    Console().print(render_explanation(explain_clock(Clock.model_validate(stored), policy)))
+    console().print(render_explanation(explain_clock(Clock.model_validate(stored), policy)))
 
 
 @sla_app.command("recompute")

@@ -10,6 +10,7 @@ wall-clock time; a shift that spans a DST change is an hour longer or shorter.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,9 +44,11 @@ __all__ = [
     "Schedule",
     "TeamChannel",
     "coverage_gaps",
+    "email_needed",
     "load_oncall",
     "parse_oncall",
     "scheduled_person",
+    "unset_secrets",
     "who_is_on_call",
 ]
 
@@ -148,3 +151,34 @@ def coverage_gaps(
         else:
             gaps.append((a, b))
     return gaps
+
+
+# -- what a first send needs beside the file (`premium-support oncall check`) ----------
+
+
+def email_needed(oncall: OnCall) -> bool:
+    """Whether some message goes to someone by email: email is in the order of a kind of
+    message, or a person has none of that kind's methods (email is then the one used)."""
+    return any(
+        "email" in ([c for c in oncall.channels.of(kind) if person.has(c)] or ["email"])
+        for person in oncall.people
+        for kind in ("page", "remind", "notify")
+    )
+
+
+def unset_secrets(oncall: OnCall, secret: Callable[[str], str | None]) -> list[str]:
+    """One line per signed webhook whose secret `secret(variable)` does not give: its first
+    send would fail (an empty key signs nothing)."""
+    problems = []
+    for person in oncall.people:
+        hook = person.generic_webhook
+        if hook is None:
+            continue
+        if hook.secret_env is None:
+            problems.append(f"{person.id}: generic_webhook has no secret_env")
+        elif not secret(hook.secret_env):
+            problems.append(
+                f"{person.id}: generic_webhook's secret is not set "
+                f"({hook.secret_env} or {hook.secret_env}_FILE)"
+            )
+    return problems

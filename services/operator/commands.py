@@ -7,13 +7,13 @@ starts fast for every other verb.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from services.operator.config import OperatorError, OperatorSettings
+from services.operator.config import OperatorSettings
+from services.operator.guard import broker_errors, fail, load_settings
+from services.operator.literal import console, printable
 from services.runtime.logging import configure_logging
 
 dlq_app = typer.Typer(
@@ -26,34 +26,19 @@ QueueArg = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document for scripts")]
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _operator_errors() -> Iterator[None]:
-    try:
-        yield
-    except OperatorError as exc:
-        _fail(str(exc))
-
-
 def _emit(document: Any) -> None:
     typer.echo(json.dumps(document, indent=2, default=str))
 
 
 def _print(renderable: Any) -> None:
-    from rich.console import Console
-
-    Console().print(renderable)
+    console().print(renderable)
 
 
 def _setup(queue: str | None = None) -> tuple[OperatorSettings, str]:
     from services.operator.dlq import resolve_dead_letter_queue
     from services.runtime.names import Names
 
-    settings = OperatorSettings()
+    settings = load_settings(OperatorSettings)
     configure_logging(settings.log_format, settings.log_level)
     if queue is None:
         return settings, ""
@@ -70,7 +55,7 @@ def status(as_json: JsonOpt = False) -> None:
     from services.operator.status import gather
 
     settings, _ = _setup()
-    with _operator_errors():
+    with broker_errors(settings.amqp_url):
         report = gather(settings)
     if as_json:
         _emit(report.to_json())
@@ -89,7 +74,7 @@ def dlq_list(
     from services.operator.render import dead_letter_table
 
     settings, dead = _setup(queue)
-    with _operator_errors(), DeadLetterSession(settings, dead) as session:
+    with broker_errors(settings.amqp_url), DeadLetterSession(settings, dead) as session:
         depth = session.depth()
         letters = session.read(limit)
     if as_json:
@@ -110,10 +95,10 @@ def dlq_show(
     from services.operator.render import dead_letter_detail
 
     settings, dead = _setup(queue)
-    with _operator_errors(), DeadLetterSession(settings, dead) as session:
+    with broker_errors(settings.amqp_url), DeadLetterSession(settings, dead) as session:
         found = [x for x in session.read(limit) if x.id == letter_id]
     if not found:
-        _fail(f"no dead letter with id {letter_id} in {dead}")
+        fail(f"no dead letter with id {letter_id} in {dead}")
     if as_json:
         _emit([x.detail() for x in found])
         return
@@ -141,18 +126,18 @@ def dlq_replay(
     if everything and (ids or reasons):
         raise typer.BadParameter("--all replays everything; leave out --id and --reason")
     settings, dead = _setup(queue)
-    with _operator_errors(), DeadLetterSession(settings, dead) as session:
+    with broker_errors(settings.amqp_url), DeadLetterSession(settings, dead) as session:
         letters = session.read(limit)
         chosen = select(letters, ids or [], reasons or [], everything)
         result = replay(session, chosen)
     if not chosen:
-        _fail(f"nothing to replay: no dead letter among {len(letters)} in {dead} matches")
+        fail(f"nothing to replay: no dead letter among {len(letters)} in {dead} matches")
     kept = len(letters) - len(result.replayed)
     typer.echo(f"replayed {len(result.replayed)} of {len(chosen)} chosen; {kept} kept in {dead}")
     for letter_id in result.replayed:
-        typer.echo(f"  replayed {letter_id}")
+        typer.echo(f"  replayed {printable(letter_id)}")
     for letter_id, why in result.failed:
-        typer.echo(f"  not replayed {letter_id}: {why}", err=True)
+        typer.echo(f"  not replayed {printable(letter_id)}: {printable(why)}", err=True)
     if result.failed:
         raise typer.Exit(1)
 
@@ -166,7 +151,7 @@ def dlq_purge(
     from services.operator.dlq_broker import DeadLetterSession
 
     settings, dead = _setup(queue)
-    with _operator_errors(), DeadLetterSession(settings, dead) as session:
+    with broker_errors(settings.amqp_url), DeadLetterSession(settings, dead) as session:
         depth = session.depth()
         if not yes:
             typer.confirm(f"Delete {depth} dead letter(s) from {dead}?", abort=True)

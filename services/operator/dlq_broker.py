@@ -17,8 +17,9 @@ from amqp import spec
 from amqp.exceptions import NotFound
 from kombu import Connection, Consumer, Queue
 
-from services.operator.config import BrokerUnreachable, OperatorError, safe_amqp_url
+from services.operator.config import BrokerUnreachable, OperatorError
 from services.operator.dlq import DeadLetter, from_delivery, replay_message
+from services.operator.reasons import broker_reason
 from services.runtime.app import connection_factory
 from services.runtime.config import RuntimeSettings
 from services.runtime.errors import ConnectionLost
@@ -37,9 +38,7 @@ def connect(settings: RuntimeSettings) -> Connection:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2)
     except CONNECTION_ERRORS as exc:
         conn.release()
-        raise BrokerUnreachable(
-            f"cannot reach the broker at {safe_amqp_url(settings.amqp_url)}: {exc}"
-        ) from exc
+        raise BrokerUnreachable(broker_reason(exc, settings.amqp_url)) from exc
     return conn
 
 

@@ -8,10 +8,9 @@ from urllib.parse import quote
 
 import httpx
 from amqp.exceptions import NotFound
+from kombu import Connection
 
 from services.operator.config import ManagementEndpoint
-from services.operator.dlq_broker import connect
-from services.runtime.config import RuntimeSettings
 
 STATS_COLUMNS = "name,messages,messages_ready,messages_unacknowledged,consumers"
 
@@ -41,9 +40,10 @@ def _int(value: Any) -> int | None:
 
 
 def management_stats(
-    endpoint: ManagementEndpoint, queues: list[str], timeout_s: float
+    endpoint: ManagementEndpoint, queues: list[str], timeout_s: float, cluster: str | None
 ) -> dict[str, QueueStats]:
-    """Raises ManagementUnavailable unless the API answers as a RabbitMQ management API."""
+    """Raises ManagementUnavailable unless the API answers as the management API of the
+    broker AMQP_URL reached (`cluster`: its cluster_name), with the vhost in it."""
     vhost = quote(endpoint.vhost, safe="")
     auth = (endpoint.username, endpoint.password)
     try:
@@ -51,6 +51,15 @@ def management_stats(
             overview = client.get("/api/overview")
             if overview.status_code != 200 or "management_version" not in overview.text:
                 raise ManagementUnavailable(f"GET /api/overview answered {overview.status_code}")
+            theirs = overview.json().get("cluster_name")
+            if cluster is not None and theirs != cluster:
+                # NOTE: another broker's API (MANAGEMENT_URL, or a port of another node on
+                # the host) would show that broker's counts as if they were ours.
+                raise ManagementUnavailable(
+                    f"it is the API of cluster {theirs!r}, not of {cluster!r} (AMQP_URL's)"
+                )
+            if client.get(f"/api/vhosts/{vhost}").status_code == 404:
+                raise ManagementUnavailable(f"it has no vhost {endpoint.vhost!r}")
             stats = {}
             for name in queues:
                 path = f"/api/queues/{vhost}/{quote(name, safe='')}"
@@ -78,21 +87,17 @@ def _from_api(name: str, data: dict[str, Any]) -> QueueStats:
     )
 
 
-def passive_stats(settings: RuntimeSettings, queues: list[str]) -> dict[str, QueueStats]:
-    """Ready count and consumers; raises BrokerUnreachable when AMQP does not answer."""
-    conn = connect(settings)
-    try:
-        stats = {}
-        channel = conn.channel()
-        for name in queues:
-            try:
-                _, ready, consumers = channel.queue_declare(queue=name, passive=True)
-            except NotFound:
-                # NOTE: a failed passive declare closes the channel; take a new one.
-                stats[name] = QueueStats(name, exists=False)
-                channel = conn.channel()
-                continue
-            stats[name] = QueueStats(name, True, ready=int(ready), consumers=int(consumers))
-        return stats
-    finally:
-        conn.release()
+def passive_stats(conn: Connection, queues: list[str]) -> dict[str, QueueStats]:
+    """Ready count and consumers, by passive declares on `conn`."""
+    stats = {}
+    channel = conn.channel()
+    for name in queues:
+        try:
+            _, ready, consumers = channel.queue_declare(queue=name, passive=True)
+        except NotFound:
+            # NOTE: a failed passive declare closes the channel; take a new one.
+            stats[name] = QueueStats(name, exists=False)
+            channel = conn.channel()
+            continue
+        stats[name] = QueueStats(name, True, ready=int(ready), consumers=int(consumers))
+    return stats

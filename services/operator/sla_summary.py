@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.sla_timer.store import clocks, engine_for
+from services.common.store_engine import StoreUrlError, engine_for, is_postgres_url, sqlite_path
+from services.sla_timer.store import ClockStore, clocks
 from services.sla_timer.store_reads import OPEN_STATES
 
 BREACH_WINDOW = timedelta(hours=1)
@@ -64,22 +64,49 @@ class SlaSummary:
 
 def describe_store(url: str | None) -> str:
     """Where the store is, without a password."""
-    if url and url.startswith("postgresql"):
-        return str(sa.engine.make_url(url).render_as_string(hide_password=True))
+    if is_postgres_url(url):
+        return str(sa.engine.make_url(str(url)).render_as_string(hide_password=True))
     return url or "sla_timer.db"
+
+
+class StoreUnusable(Exception):
+    """The SLA store cannot be read: it does not exist, has no clocks, does not answer."""
+
+
+def open_clock_store(url: str | None, read_only: bool = False) -> ClockStore:
+    """The SLA store at `url` for an operator's command. One that does not exist is
+    StoreUnusable, never created empty; `read_only` opens it so and migrates nothing."""
+    where = describe_store(url)
+    try:
+        path = sqlite_path(url)
+        if path is not None and not path.is_file():
+            raise StoreUnusable(f"no SLA store at {where}: the file does not exist")
+        store = ClockStore(engine_for(url, read_only=read_only))
+    except StoreUrlError as exc:
+        raise StoreUnusable(str(exc)) from None
+    try:
+        if not read_only:
+            store.migrate()
+        elif not sa.inspect(store.engine).has_table(clocks.name):
+            raise StoreUnusable(f"{where} has no SLA clocks table (no sla_timer ran on it)")
+    except sa.exc.SQLAlchemyError as exc:
+        store.engine.dispose()
+        detail = str(exc).strip().splitlines()[0]
+        raise StoreUnusable(f"cannot open {where}: {type(exc).__name__}: {detail}") from None
+    except StoreUnusable:
+        store.engine.dispose()
+        raise
+    return store
 
 
 def summarize(url: str | None, now: datetime, upcoming: int = 5) -> SlaSummary:
     summary = SlaSummary(describe_store(url))
-    is_postgres = bool(url and url.startswith("postgresql"))
-    if not is_postgres and not Path(url or "sla_timer.db").expanduser().exists():
-        summary.error = f"no SLA store at {summary.store} (set SLA_STORE_URL)"
-        return summary
-    engine = engine_for(url)
     try:
-        if not sa.inspect(engine).has_table(clocks.name):
-            summary.error = f"{summary.store} has no SLA clocks table (no sla_timer ran on it)"
-            return summary
+        engine = open_clock_store(url, read_only=True).engine
+    except StoreUnusable as exc:
+        summary.error = f"{exc} (set SLA_STORE_URL)"
+        return summary
+    try:
         _fill(summary, engine, now, upcoming)
     except sa.exc.SQLAlchemyError as exc:
         summary.error = f"cannot read {summary.store}: {type(exc).__name__}: {exc}"

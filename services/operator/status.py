@@ -12,12 +12,14 @@ from services.operator.config import (
     management_endpoint,
     safe_amqp_url,
 )
+from services.operator.dlq_broker import connect
 from services.operator.queues import (
     ManagementUnavailable,
     QueueStats,
     management_stats,
     passive_stats,
 )
+from services.operator.reasons import broker_reason
 from services.operator.sla_summary import SlaSummary, summarize
 from services.runtime.names import SERVICE_BINDINGS, Names
 from services.runtime.publisher import CONNECTION_ERRORS
@@ -69,19 +71,29 @@ class StatusReport:
 
 
 def queue_stats(settings: OperatorSettings, queues: list[str]) -> tuple[str, str, dict[str, Any]]:
-    """(source, detail, stats by queue name): the management API where it answers."""
-    endpoint = management_endpoint(settings.amqp_url, settings.management_url)
+    """(source, detail, stats by queue name): the management API where it answers for
+    the broker of AMQP_URL, else passive declares.
+
+    The AMQP connection comes first, always: it proves the broker answers, takes the
+    user and the vhost, and names the cluster the management API must belong to. Raises
+    BrokerUnreachable (one line: what failed and what to check) when it cannot be made.
+    """
+    conn = connect(settings)
     try:
-        stats = management_stats(endpoint, queues, settings.management_timeout_s)
-        return "management", endpoint.base_url, stats
-    except ManagementUnavailable as exc:
-        why = f"management API at {endpoint.base_url} not used: {exc}"
-    try:
-        return "passive", why, passive_stats(settings, queues)
-    except BrokerUnreachable as exc:
-        raise BrokerUnreachable(f"{exc} ({why})") from exc
-    except CONNECTION_ERRORS as exc:
-        raise BrokerUnreachable(f"broker connection failed: {exc} ({why})") from exc
+        cluster = conn.connection.server_properties.get("cluster_name")
+        endpoint = management_endpoint(settings.amqp_url, settings.management_url)
+        try:
+            timeout = settings.management_timeout_s
+            stats = management_stats(endpoint, queues, timeout, cluster)
+            return "management", endpoint.base_url, stats
+        except ManagementUnavailable as exc:
+            why = f"management API at {endpoint.base_url} not used: {exc}"
+        try:
+            return "passive", why, passive_stats(conn, queues)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnreachable(f"{broker_reason(exc, settings.amqp_url)} ({why})") from exc
+    finally:
+        conn.release()
 
 
 def gather(settings: OperatorSettings, now: datetime | None = None) -> StatusReport:

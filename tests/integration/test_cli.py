@@ -7,8 +7,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
+import pytest
 
 from services.upstream import pika_parameters
 from tests.conftest import ROOT
@@ -76,3 +78,68 @@ def test_publish_rejects_an_unknown_channel(tmp_path: Path) -> None:
     result = cli("publish", "fax", str(body))
     assert result.returncode != 0
     assert "channel must be chat, email, phone or helpdesk" in result.stderr
+
+
+# -- one clear line when the broker or the configuration is not right ------------------
+
+SECRET = "s3cr3t-Pw0rd"
+# A real accounts file: ACCOUNTS_FILE=none is allowed but says so in a warning line.
+QUIET = {"ACCOUNTS_FILE": "examples/accounts.yaml", "METRICS_PORT": "0", "LOG_LEVEL": "warning"}
+COMMANDS = {
+    "topology declare": ("topology", "declare"),
+    "publish": ("publish", "chat", "examples/inbound/chat.json"),
+    "run": ("run", "intake"),
+}
+
+
+def with_password(amqp_url: str, password: str) -> str:
+    parts = urlsplit(amqp_url)
+    return parts._replace(
+        netloc=f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    ).geturl()
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert SECRET not in line
+    return line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_broker_that_does_not_answer_is_one_line(command: str, prefix: str) -> None:
+    env = {"AMQP_URL": f"amqp://guest:{SECRET}@127.0.0.1:1//", "AMQP_PREFIX": prefix}
+    env |= QUIET
+    line = one_line(cli(*COMMANDS[command], env=env))
+    assert line.startswith(f"error: {command}")
+    assert "cannot reach the broker at amqp://guest@127.0.0.1:1//" in line
+    assert "check that RabbitMQ runs there" in line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_wrong_password_is_one_line(command: str, amqp_url: str, prefix: str) -> None:
+    wrong = with_password(amqp_url, SECRET)
+    env = {"AMQP_URL": wrong, "AMQP_PREFIX": prefix}
+    env |= QUIET
+    line = one_line(cli(*COMMANDS[command], env=env))
+    assert line.startswith(f"error: {command}")
+    assert f"refused the login of user {urlsplit(amqp_url).username!r} (ACCESS_REFUSED)" in line
+    assert with_password(amqp_url, "").replace(":@", "@") in line  # the URL, masked
+
+
+@pytest.mark.parametrize("service", ["notifier", "all"])
+def test_an_unset_oncall_file_is_said_in_words(service: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONCALL_FILE")}
+    env |= QUIET | {"SLA_STORE_URL": str(tmp_path / "clocks.db")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "run", service],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: configuration: ONCALL_FILE is not set")

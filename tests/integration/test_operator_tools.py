@@ -4,10 +4,13 @@ dead letters made by the running intake or written as the runtime writes them.""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pika
@@ -17,7 +20,9 @@ from typer.testing import CliRunner, Result
 from services.cli import app
 from services.intake.main import IntakeSettings
 from services.operator.config import management_endpoint
+from services.operator.dlq_broker import connect
 from services.runtime.app import ServiceRunner, declare_topology
+from services.runtime.logging import configure_logging
 from services.runtime.metrics import RuntimeMetrics
 from services.sla_timer.clock import Clock
 from services.sla_timer.main import SlaSettings
@@ -47,7 +52,11 @@ def cli(amqp_url: str, prefix: str, tmp_path: Path) -> Any:
             "LOG_LEVEL": "warning",
             "COLUMNS": "250",
         }
-        return runner.invoke(app, list(args), input=input, env=base | env)
+        result = runner.invoke(app, list(args), input=input, env=base | env)
+        # The command configured logging onto the runner's stderr, closed by now: back to
+        # the real one, or a later test's log line fails on a closed file.
+        configure_logging("console", "warning")
+        return result
 
     return invoke
 
@@ -198,11 +207,88 @@ def test_status_from_the_management_api(
     assert "source: management API" in cli("status").stdout
 
 
-def test_status_fails_clearly_when_the_broker_cannot_be_reached(cli: Any) -> None:
-    result = cli("status", AMQP_URL="amqp://guest:guest@127.0.0.1:1//", MANAGEMENT_URL=CLOSED_PORT)
-    assert result.exit_code == 1
-    assert "error: cannot reach the broker at amqp://guest@127.0.0.1:1//" in result.stderr
-    assert "guest:guest" not in result.stderr  # no password in messages
+class FakeManagementApi:
+    """An HTTP server that answers as another broker's management API would: every queue
+    there, with counts that are not ours."""
+
+    def __init__(self, cluster: str = "rabbit@elsewhere") -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/api/overview"):
+                    body = {"management_version": "3.10.0", "cluster_name": cluster}
+                else:
+                    body = {"messages_ready": 999, "messages_unacknowledged": 9, "consumers": 7}
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def other_api() -> Iterator[FakeManagementApi]:
+    api = FakeManagementApi()
+    yield api
+    api.close()
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("management", [None, "closed", "other"])
+def test_status_fails_clearly_when_the_broker_cannot_be_reached(
+    cli: Any, other_api: FakeManagementApi, management: str | None
+) -> None:
+    """Whatever answers HTTP (nothing, the default host's port 15672, another broker's
+    API), an AMQP_URL that reaches no broker is exit 1 and one line."""
+    api = {None: None, "closed": CLOSED_PORT, "other": other_api.url}[management]
+    result = cli("status", AMQP_URL="amqp://guest:s3cr3t-pw@127.0.0.1:1//", MANAGEMENT_URL=api)
+    line = one_line_error(result)
+    assert line.startswith("error: cannot reach the broker at amqp://guest@127.0.0.1:1//")
+    assert "check that RabbitMQ runs there" in line
+    assert "s3cr3t-pw" not in result.output  # no password in messages
+
+
+def test_status_says_a_vhost_does_not_exist(cli: Any, amqp_url: str) -> None:
+    wrong = urlsplit(amqp_url)._replace(path="/no-such-vhost").geturl()
+    line = one_line_error(cli("status", AMQP_URL=wrong, MANAGEMENT_URL=CLOSED_PORT))
+    assert "vhost 'no-such-vhost' does not exist" in line
+
+
+def test_status_uses_the_management_api_of_its_own_broker_only(
+    cli: Any, settings: IntakeSettings, other_api: FakeManagementApi
+) -> None:
+    declare_topology(settings)
+    status = as_json(cli("status", "--json", MANAGEMENT_URL=other_api.url))
+    assert status["source"] == "passive"
+    assert "rabbit@elsewhere" in status["source_detail"]
+    assert row(status, "intake.inbound")["ready"] == 0  # ours, not the other API's 999
+
+    conn = connect(settings)
+    ours = conn.connection.server_properties["cluster_name"]
+    conn.release()
+    same = FakeManagementApi(cluster=ours)  # answers for our cluster: it is used
+    try:
+        status = as_json(cli("status", "--json", MANAGEMENT_URL=same.url))
+    finally:
+        same.close()
+    assert (status["source"], row(status, "intake.inbound")["ready"]) == ("management", 999)
 
 
 def _clock(ticket: str, now: datetime, due_in: timedelta, **extra: Any) -> Clock:
@@ -326,6 +412,78 @@ def test_dlq_list_and_show_read_dead_letters_without_losing_them(
     unknown = cli("dlq", "list", "fax.inbound")
     assert unknown.exit_code == 2 and "unknown queue 'fax.inbound'" in unknown.output
     assert dead_depth(amqp_url, prefix) == 2
+
+
+# Text any sender controls: Rich markup, an emoji code, ANSI escapes, control characters
+# and a bidirectional override. Shown literally; control characters as escapes.
+NASTY = "[/] [bold red]x[/] :warning: \x1b[31mred\x1b[0m bell\x07 back\x08 \u202eevil"
+SHOWN = ("[/]", "[bold red]x[/]", ":warning:", "\\x1b[31mred\\x1b[0m", "\\x07", "\\u202e")
+
+
+def assert_literal(output: str) -> None:
+    for needle in SHOWN:
+        assert needle in output, needle
+    for interpreted in ("\x1b", "\x07", "\x08", "\u202e", "\u26a0"):  # \u26a0: the emoji
+        assert interpreted not in output, repr(interpreted)
+
+
+def test_dlq_list_and_show_print_untrusted_text_as_text(
+    cli: Any, settings: IntakeSettings, amqp_url: str, prefix: str
+) -> None:
+    declare_topology(settings)
+    body = f"Subject: {NASTY}\n\nline one\n{NASTY}"  # raw text, as a MIME body can be
+    letter_id = "[bold]m:warning:[/]"
+    headers = {"x-error": f"schema_violation: {NASTY}", "subject": NASTY}
+    put_dead_letter(amqp_url, prefix, body.encode(), letter_id, "schema_violation", **headers)
+
+    listed = cli("dlq", "list", "intake.inbound", COLUMNS=None)
+    assert listed.exit_code == 0, listed.output
+    assert_literal(listed.stdout)
+    assert letter_id in listed.stdout
+
+    shown = cli("dlq", "show", "intake.inbound", letter_id, COLUMNS=None)
+    assert shown.exit_code == 0, shown.output
+    assert_literal(shown.stdout)
+    assert shown.stdout.count("[bold red]x[/]") == 5  # error, 2 headers, the body twice
+    assert "\nline one\n" in shown.stdout  # a body keeps its lines
+    assert dead_depth(amqp_url, prefix) == 1
+
+
+def test_tables_keep_ids_whole_when_stdout_is_no_terminal(
+    cli: Any, settings: IntakeSettings, amqp_url: str, prefix: str, tmp_path: Path
+) -> None:
+    declare_topology(settings)
+    long_id = "upstream-" + "0123456789abcdef" * 4
+    put_dead_letter(amqp_url, prefix, b"{}", long_id, "schema_violation")
+    listed = cli("dlq", "list", "intake.inbound", COLUMNS=None)
+    assert listed.exit_code == 0, listed.output
+    assert long_id in listed.stdout
+    assert "\u2026" not in listed.stdout  # no ellipsis anywhere
+
+    now = datetime.now(UTC)
+    tickets = [f"T-email-{n:016x}" for n in (1, 2)]
+    store = ClockStore(engine_for(str(tmp_path / "clocks.db")))
+    store.migrate()
+    with store.transaction() as conn:
+        for ticket, due_in in zip(tickets, (10, 20), strict=True):
+            clock = _clock(ticket, now, timedelta(minutes=due_in))
+            data = clock.model_dump(mode="json")
+            fires = clock.next_fire()
+            store.save(
+                conn,
+                ticket,
+                data,
+                state="running",
+                next_fire_at=fires,
+                policy_version="v1",
+                now=now,
+            )
+    store.engine.dispose()
+    human = cli("status", SLA_STORE_URL=str(tmp_path / "clocks.db"), COLUMNS=None)
+    assert human.exit_code == 0, human.output
+    for ticket in tickets:
+        assert ticket in human.stdout
+    assert "\u2026" not in human.stdout
 
 
 # -- dlq replay ------------------------------------------------------------------------------

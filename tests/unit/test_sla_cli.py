@@ -70,7 +70,7 @@ def new_policy(tmp_path: Path) -> Path:
     return path
 
 
-def sla(db: Path, *args: str, policy: Path | None = None) -> subprocess.CompletedProcess[str]:
+def sla(db: Path | str, *args: str, policy: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("POLICY_FILE", "SLA_STORE_URL")}
     env |= {"SLA_STORE_URL": str(db), "COLUMNS": "200"}
     if policy is not None:
@@ -156,3 +156,21 @@ def test_recompute_unknown_ticket_fails(db: Path, new_policy: Path) -> None:
     result = sla(db, "recompute", "--ticket", "T-email-00000000000000ff", policy=new_policy)
     assert result.returncode == 1
     assert "no SLA clock" in result.stderr
+
+
+def test_explain_with_a_mistyped_path_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    mistyped = tmp_path / "clcoks.db"
+    for command in (("explain", USER), ("recompute",)):
+        result = sla(mistyped, *command)
+        assert result.returncode == 1
+        [line] = result.stderr.strip().splitlines()
+        assert line == f"error: no SLA store at {mistyped}: the file does not exist (SLA_STORE_URL)"
+    assert list(tmp_path.iterdir()) == []  # no empty database, no -wal or -shm file
+
+
+def test_explain_takes_a_sqlite_url_and_opens_it_read_only(db: Path) -> None:
+    before = db.stat().st_mtime_ns
+    result = sla(f"sqlite:///{db}", "explain", USER)
+    assert result.returncode == 0, result.stderr
+    assert f"SLA clock {USER}" in result.stdout
+    assert db.stat().st_mtime_ns == before  # nothing migrated, nothing written
