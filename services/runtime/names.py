@@ -68,6 +68,16 @@ def dead_letter_exchange(queue_key: str) -> str:
 DEAD_LETTER_EXCHANGES = frozenset(dead_letter_exchange(key) for key in SERVICE_BINDINGS)
 
 
+def dead_letter_exchange_by_queue(dead_letter_queue: str) -> str:
+    """The unprefixed `.dlx` that routes to `dead_letter_queue` (a full, maybe prefixed,
+    name), or "" if it names no dead-letter queue. For dead letters written (to an
+    outbox) before `.dlx` existed, which named their queue for the default exchange."""
+    for key, (queue, _, _) in SERVICE_BINDINGS.items():
+        if dead_letter_queue.endswith(f"{queue}.dead"):
+            return dead_letter_exchange(key)
+    return ""
+
+
 @dataclass(frozen=True)
 class Names:
     prefix: str = ""

@@ -22,7 +22,7 @@ from services.runtime.app import connection_factory
 from services.runtime.config import RuntimeSettings
 from services.runtime.errors import ConnectionLost, PipelineError, TransientError
 from services.runtime.messages import Outgoing
-from services.runtime.names import DEAD_LETTER_EXCHANGES, Names
+from services.runtime.names import DEAD_LETTER_EXCHANGES, Names, dead_letter_exchange_by_queue
 from services.runtime.publisher import ConfirmedPublisher
 
 log = structlog.get_logger("runtime.worker")
@@ -60,26 +60,28 @@ def worker_publisher(settings: RuntimeSettings, name: str) -> ConfirmedPublisher
 
 def publish_rows(publisher: ConfirmedPublisher, rows: list[OutboxRow], timeout_s: float) -> None:
     """Publish `rows` to support.events; TransientError unless the broker confirmed all."""
-    seqs = [
-        publisher.publish(
-            Outgoing(
-                row.exchange,
-                row.routing_key,
-                row.body.encode(),
-                row.event_id,
-                content_type=row.content_type,
-                headers=row.headers,
-                # A dead letter must reach its queue ("": a row written before `.dlx`).
-                mandatory=not row.exchange or row.exchange in DEAD_LETTER_EXCHANGES,
-            )
-        )
-        for row in rows
-    ]
+    seqs = [publisher.publish(_outgoing(row)) for row in rows]
     publisher.wait(seqs, time.monotonic() + timeout_s)
     publisher.expire(seqs)
     errors = [e for e in (publisher.take(seq) for seq in seqs) if e is not None]
     if errors:
         raise TransientError(f"{len(errors)} outbox events not confirmed: {errors[0]}")
+
+
+def _outgoing(row: OutboxRow) -> Outgoing:
+    # NOTE: a dead letter written before `.dlx` existed has exchange "" (the default
+    # exchange, which a least-privilege user may not write: the refusal would stall the
+    # relay); it goes through its queue's `.dlx` instead.
+    exchange = row.exchange or dead_letter_exchange_by_queue(row.routing_key)
+    return Outgoing(
+        exchange,
+        row.routing_key,
+        row.body.encode(),
+        row.event_id,
+        content_type=row.content_type,
+        headers=row.headers,
+        mandatory=not exchange or exchange in DEAD_LETTER_EXCHANGES,  # it must reach its queue
+    )
 
 
 class PublishingWorker:

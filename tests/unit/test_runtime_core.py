@@ -16,7 +16,7 @@ from services.runtime.errors import ConfirmUnknown, PermanentError, TransientErr
 from services.runtime.failures import Backoff, dead_letter, decide
 from services.runtime.logging import configure_logging, mask_text
 from services.runtime.messages import Inbound
-from services.runtime.names import Names
+from services.runtime.names import Names, dead_letter_exchange_by_queue
 from services.runtime.topology import queues
 
 
@@ -109,6 +109,9 @@ def test_names_take_the_prefix_as_it_is() -> None:
     assert names.queue("intake") == "t1.intake.inbound"
     assert names.dead_letter_queue("sla_timer") == "t1.sla_timer.events.dead"
     assert names.dead_letter_exchange("notifier_urgent") == "t1.notifier.urgent.dlx"
+    # An outbox row from before `.dlx` names its queue: the exchange, unprefixed.
+    assert dead_letter_exchange_by_queue("t1.notifier.urgent.dead") == "notifier.urgent.dlx"
+    assert dead_letter_exchange_by_queue("t1.notifier.urgent") == ""
     assert names.unrouted_queue == "t1.support.unrouted"
     assert names.event_log == "t1.support.events.log"
 
