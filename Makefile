@@ -38,8 +38,10 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/premium-support demo
 
-bench: $(STAMP)
-	$(PY) bench/intake_throughput.py
+# BENCH_ARGS as the script takes them, e.g. BENCH_ARGS="--processes 1 2 4" or "--clocks 50000".
+bench: bench-intake
+bench-intake: $(STAMP) ; $(PY) bench/intake_throughput.py $(BENCH_ARGS)
+bench-sla: $(STAMP) ; $(PY) bench/sla_timer_scale.py $(BENCH_ARGS)
 bench-e2e: $(STAMP) ; $(PY) bench/e2e_latency.py $(BENCH_ARGS)
 
 schemas: $(STAMP)
