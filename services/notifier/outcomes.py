@@ -240,7 +240,7 @@ class Outcomes:
         )
         notes = self.ledger.notes_in(conn, [n.ticket_id]).get(n.ticket_id)
         if notes is not None:
-            self.ledger.save_notes_in(conn, [record_pages(notes, nxt)], {n.ticket_id})
+            self.ledger.save_notes_in(conn, [record_pages(notes, nxt)])
         log.warning(
             "notification.escalated",
             ticket_id=n.ticket_id,

@@ -45,7 +45,6 @@ SERVICE = "notifier"
 @dataclass
 class _Batch:
     notes: dict[str, TicketNotes]
-    known: set[str]
     changed: set[str] = field(default_factory=set)
     sends: list[dict[str, Any]] = field(default_factory=list)
     notices: list[DigestEntry] = field(default_factory=list)
@@ -96,7 +95,7 @@ class Notifier:
         with self.ledger.engine.begin() as conn:
             tickets = {e.subject for _, e, _ in events}
             notes = self.ledger.notes_in(conn, tickets)
-            batch = _Batch(notes, set(notes))
+            batch = _Batch(notes)
             for i, event, data in events:
                 try:
                     self._apply(batch, event, data, now)
@@ -140,7 +139,7 @@ class Notifier:
 
     def _write(self, conn: Connection, batch: _Batch, now: datetime) -> None:
         changed = [batch.notes[t] for t in sorted(batch.changed)]
-        self.ledger.save_notes_in(conn, changed, batch.known)
+        self.ledger.save_notes_in(conn, changed)
         self.sends.add_many(conn, batch.sends)
         if self.digests is not None:
             self.digests.add_in(conn, batch.notices, now)
