@@ -127,9 +127,10 @@ def publish(
 
     if channel not in ("chat", "email", "phone", "helpdesk"):
         raise typer.BadParameter("channel must be chat, email, phone or helpdesk")
-    from services.operator.guard import broker_errors, load_settings
+    from services.operator.guard import broker_errors, check_broker, load_settings
 
     settings = load_settings(RuntimeSettings)
+    check_broker(settings, "publish")
     content_type = content_type or content_type_for(channel, file.name)
     body, outcome = _publish_body(channel, file.read_bytes(), content_type, now)
     with (

@@ -17,7 +17,7 @@ from amqp import spec
 from amqp.exceptions import NotFound
 from kombu import Connection, Consumer, Queue
 
-from services.operator.config import BrokerUnreachable, OperatorError
+from services.operator.config import BrokerUnreachable, OperatorError, safe_amqp_url
 from services.operator.dlq import DeadLetter, from_delivery, replay_message
 from services.operator.reasons import broker_reason
 from services.runtime.app import connection_factory
@@ -33,7 +33,15 @@ REPLAY_ERRORS: tuple[type[BaseException], ...] = (ConnectionLost, *CONNECTION_ER
 
 
 def connect(settings: RuntimeSettings) -> Connection:
-    conn = Connection(settings.amqp_url, heartbeat=0, connect_timeout=5)
+    """One connection to AMQP_URL, tried once; BrokerUnreachable (one line) if not."""
+    try:
+        conn = Connection(settings.amqp_url, heartbeat=0, connect_timeout=5)
+        _ = conn.transport  # kombu resolves the scheme lazily: an unknown one fails here
+    except (ValueError, KeyError) as exc:  # a port that is no number, an unknown scheme
+        raise OperatorError(
+            f"AMQP_URL {safe_amqp_url(settings.amqp_url)} is not a broker URL ({exc}): "
+            "write amqp://user:password@host:5672/vhost"
+        ) from None
     try:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2)
     except CONNECTION_ERRORS as exc:

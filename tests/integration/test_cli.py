@@ -143,3 +143,11 @@ def test_an_unset_oncall_file_is_said_in_words(service: str, tmp_path: Path) -> 
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: configuration: ONCALL_FILE is not set")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_malformed_broker_url_is_one_line(command: str, prefix: str) -> None:
+    env = {"AMQP_URL": f"amqp://guest:{SECRET}@127.0.0.1:notaport//", "AMQP_PREFIX": prefix}
+    line = one_line(cli(*COMMANDS[command], env=env | QUIET))
+    assert line.startswith(f"error: {command}")
+    assert "AMQP_URL amqp://guest@127.0.0.1:notaport// is not a broker URL" in line
