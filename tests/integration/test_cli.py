@@ -151,3 +151,11 @@ def test_a_malformed_broker_url_is_one_line(command: str, prefix: str) -> None:
     line = one_line(cli(*COMMANDS[command], env=env | QUIET))
     assert line.startswith(f"error: {command}")
     assert "AMQP_URL amqp://guest@127.0.0.1:notaport// is not a broker URL" in line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_malformed_setting_is_one_line(command: str, prefix: str) -> None:
+    result = cli(*COMMANDS[command], env=QUIET | {"AMQP_PREFIX": prefix, "LOG_FORMAT": "xml"})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: configuration: LOG_FORMAT: String should match pattern")
