@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from services.common.store_engine import reading
+from services.common.store_engine import insert_rows, reading
 from services.notifier.notes import TicketNotes
 from services.runtime.outbox import OutboxRow
 from services.runtime.retention import PruneJob, cutoff, ended_before
@@ -67,7 +67,12 @@ outbox_table = sa.Table(  # escalation events and dead letters, published by the
     sa.Index("ix_notifier_outbox_unsent", "sent_at", "id"),
 )
 ADDED_OUTBOX_COLUMNS = ("exchange", "headers", "content_type")
-UPSERT_ROWS = 500  # rows per statement: 1,000 bound parameters at most
+
+
+def _replace_data(statement: Any) -> Any:
+    return statement.on_conflict_do_update(
+        index_elements=["ticket_id"], set_={"data": statement.excluded.data}
+    )
 
 
 class Ledger:
@@ -114,15 +119,7 @@ class Ledger:
         statement per `sla.scheduled`, the bulk of the notifier's store work)."""
         rows = [{"ticket_id": n.ticket_id, "data": n.model_dump_json()} for n in notes]
         insert = postgresql_insert if self.is_postgres else sqlite_insert
-        # NOTE: `.values(rows)` makes one VALUES list; an executemany would still run a
-        # statement per row on the server (psycopg pipelines them, nothing more).
-        for start in range(0, len(rows), UPSERT_ROWS):
-            upsert = insert(notes_table).values(rows[start : start + UPSERT_ROWS])
-            conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=["ticket_id"], set_={"data": upsert.excluded.data}
-                )
-            )
+        insert_rows(conn, insert(notes_table), rows, _replace_data)
 
     def add_outbox(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Rows of event_id, routing_key, body (and exchange, headers, content_type)."""
