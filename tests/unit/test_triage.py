@@ -187,3 +187,44 @@ def test_skipping_signals_without_their_words_changes_no_hint(text: str) -> None
             phrases.append(phrase)
     got = {h.signal: [p.lower() for p in h.phrases] for h in triage_hints(text)}
     assert got == expected
+
+
+# A separator no signal can span: patterns cross only word characters, spaces and "'".
+SEPARATOR = " ." * 40 + " "
+
+
+@settings(max_examples=300)
+@given(st.lists(WORDS, max_size=30).map(" ".join), st.lists(WORDS, max_size=30).map(" ".join))
+def test_hints_depend_only_on_a_bounded_window_around_each_match(left: str, right: str) -> None:
+    # What lies beyond a match's own words (and a gap of at most ~30 characters inside
+    # it) never changes whether it matches: text far away neither adds nor removes one.
+    combined = set(signals(left + SEPARATOR + right))
+    assert combined == set(signals(left)) | set(signals(right))
+
+
+def _triage_seconds(text: str) -> float:
+    import time
+
+    started = time.perf_counter()
+    triage_hints("", text)
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "nobody on our team ",  # the lazy gap of login_outage starts at every "nobody"
+        "we we we we we we ",  # an alternative that starts at every word
+        "a" * 200 + " ",  # one long word: every position inside it is skipped at once
+        "system data content log sign ",  # every anchor present: the full scan runs
+    ],
+)
+def test_a_1_mib_body_is_triaged_in_time_linear_in_its_length(unit: str) -> None:
+    small = unit * (64 * 1024 // len(unit))
+    big = unit * (1024 * 1024 // len(unit))
+    t_small = min(_triage_seconds(small) for _ in range(3))
+    t_big = _triage_seconds(big)
+    # 16x the text: linear is 16x the time; backtracking would be far more. Generous
+    # for a shared machine, and an absolute bound for a request that must not stall.
+    assert t_big < 48 * t_small + 0.5, (t_small, t_big)
+    assert t_big < 10.0
