@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -50,7 +51,7 @@ from bench.downstream import (
     spread,
     wait_consumers,
 )
-from bench.e2e_support import Service, cli
+from bench.e2e_support import Service, broker_pid, cli, cpu_seconds
 from services.intake.main import IntakeSettings
 from services.runtime.app import declare_topology
 from services.runtime.config import RuntimeSettings
@@ -80,6 +81,7 @@ class Pipeline:
 class Result:
     rate: float = float("nan")
     cpu_us: float = float("nan")  # CPU of the pipeline's processes per message
+    broker_us: float = float("nan")  # CPU of the whole broker (shared) per message
     arrived: int = 0
     distinct: int = 0
     missing: int = 0
@@ -157,15 +159,19 @@ def run_once(p: Pipeline, load: Load, args: argparse.Namespace) -> Result:
         for s in services:
             os.kill(s.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
         ConfirmedPublisher(args.url, f"{prefix}support.inbound", load.items).run()
+        broker = broker_pid()  # None when several RabbitMQ nodes run here
         cpu0 = sum(s.cpu() for s in services)
+        broker0 = cpu_seconds(broker) if broker else math.nan
         for s in services:
             os.kill(s.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         finished = counter.done.wait(60 + len(load.messages) / 200)
         cpu1 = sum(s.cpu() for s in services)
+        broker1 = cpu_seconds(broker) if broker else math.nan
         time.sleep(args.settle)  # a late duplicate still counts
         alive()
         result = judge(counter.records, load, finished, counter)
         result.cpu_us = (cpu1 - cpu0) / len(load.messages) * 1e6
+        result.broker_us = (broker1 - broker0) / len(load.messages) * 1e6
         result.dead = message_count(args.url, f"{prefix}intake.inbound.dead")
         return result
     finally:
@@ -214,7 +220,10 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
     one = results["intake-info"]
     summary: dict[str, Any] = {"messages": args.messages, "rounds": args.rounds, "pipelines": {}}
     print(f"\n{args.messages:,} messages per run, {args.rounds} rounds; median (min-max)")
-    print(f"{'pipeline':18s}{'msg/s':>26s}{'share of ceiling':>24s}{'CPU us/msg':>12s}  target")
+    print(
+        f"{'pipeline':18s}{'msg/s':>24s}{'share of ceiling':>20s}"
+        f"{'CPU us/msg':>12s}{'broker':>8s}  target"
+    )
     for name, rs in results.items():
         rates = [r.rate for r in rs]
         shares = [r.rate / b.rate for r, b in zip(rs, base, strict=True)]
@@ -227,7 +236,11 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
             if name == "intake-info x2":
                 target += f" (target >= {TARGET_SCALE})"
         cpu = statistics.median(r.cpu_us for r in rs)
-        print(f"{name:18s}{spread(rates):>26s}{spread(shares, '.2f'):>24s}{cpu:>12.0f}  {target}")
+        broker = statistics.median(r.broker_us for r in rs)
+        print(
+            f"{name:18s}{spread(rates):>24s}{spread(shares, '.2f'):>20s}"
+            f"{cpu:>12.0f}{broker:>8.0f}  {target}"
+        )
         summary["pipelines"][name] = {
             "rates": rates,
             "shares": shares,
@@ -246,6 +259,10 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
             f"unexpected {s['unexpected']}, dead-lettered {s['dead']}; tickets with >1 "
             f"event {s['multi']}, out of input order {s['out_of_order']}"
         )
+    print(
+        "CPU us/msg: the pipeline's processes; broker: the whole RabbitMQ node, which "
+        "also serves whatever else runs on this machine"
+    )
     print(f"ordering: {ORDERING}")
     return summary
 
@@ -273,7 +290,8 @@ def main() -> None:
                 results[p.name].append(result)
                 print(
                     f"round {round_no} {p.name:18s} {result.rate:9,.0f} msg/s  "
-                    f"CPU {result.cpu_us:5.0f} us/msg  missing {result.missing}",
+                    f"CPU {result.cpu_us:5.0f} us/msg (broker {result.broker_us:4.0f})  "
+                    f"missing {result.missing}",
                     flush=True,
                 )
         summary = report(results, args)
