@@ -43,8 +43,24 @@ REMOVED = frozenset(chr(c) for first, last in _RANGES for c in range(first, last
 """Every code point that no cleaned text contains (for tests and callers that check)."""
 
 
+# ASCII characters of REMOVED, and the carriage return (a line end): text without any of
+# them and without non-ASCII characters is clean as it is.
+_ASCII_CHANGED = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
+
+
+def _plain_ascii(text: str) -> bool:
+    """Nothing to clean: every message's text is checked, and the pattern's scan costs
+    ~50x this C-level test (~1 us for 500 characters)."""
+    if not text.isascii():
+        return False
+    raw = text.encode("ascii")
+    return len(raw.translate(None, _ASCII_CHANGED)) == len(raw)
+
+
 def clean_text(text: str) -> str:
     """`text` with its line ends as line feeds and every character of `REMOVED` gone."""
+    if _plain_ascii(text):
+        return text
     return _STRIP.sub("", _LINE_ENDS.sub("\n", text))
 
 
@@ -57,7 +73,7 @@ def strip_controls(value: Any) -> Any:
     character of `REMOVED` deleted and none turned into a line feed: a rendered message
     keeps its shape, and a one-line field (a mail subject) stays one line."""
     if isinstance(value, str):
-        return _STRIP.sub("", value)
+        return value if _plain_ascii(value) else _STRIP.sub("", value)
     if isinstance(value, dict):
         return {strip_controls(k): strip_controls(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

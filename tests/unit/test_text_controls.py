@@ -207,3 +207,13 @@ def test_no_rendered_message_contains_a_removed_character(notes: TicketNotes) ->
             assert not has_controls(text), [hex(ord(ch)) for ch in text if ch in REMOVED]
     email = outputs[0]
     assert "\n" not in email.subject  # still one line
+
+
+@settings(max_examples=500)
+@given(st.one_of(hostile, st.text(st.characters(max_codepoint=0x7F))))
+def test_the_ascii_shortcut_changes_no_result(text: str) -> None:
+    from services.common import text as cleaning
+
+    expected = cleaning._STRIP.sub("", cleaning._LINE_ENDS.sub("\n", text))
+    assert clean_text(text) == expected
+    assert strip_controls(text) == cleaning._STRIP.sub("", text)
