@@ -8,9 +8,10 @@ same input always yields the same ticket id and the same event ids.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -289,7 +290,7 @@ def normalize_phone(p: PhoneRequest, ctx: Context, region: str | None = None) ->
 def unknown_fields(model: BaseModel) -> dict[str, Any]:
     """Upstream fields the contract does not name, at any depth, kept as sent."""
     found: dict[str, Any] = dict(model.model_extra or {})
-    for name in type(model).model_fields:
+    for name in _nested_fields(type(model)):
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             nested = unknown_fields(value)
@@ -304,3 +305,16 @@ def unknown_fields(model: BaseModel) -> dict[str, Any]:
         if nested:
             found[name] = nested
     return found
+
+
+@functools.cache
+def _nested_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `cls` whose type can hold a model (per message, only these are
+    walked; the others are never looked at)."""
+    return tuple(n for n, f in cls.model_fields.items() if _may_hold_model(f.annotation))
+
+
+def _may_hold_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_may_hold_model(arg) for arg in get_args(annotation))

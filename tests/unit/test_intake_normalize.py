@@ -218,6 +218,17 @@ def test_chat_unknown_nested_field_is_not_dropped() -> None:
     assert "nl-NL" in json.dumps(ticket.source)
 
 
+def test_unknown_fields_inside_list_items_and_optional_models_are_kept_by_path() -> None:
+    messages = [
+        {"from": "visitor", "at": "2026-11-27T09:58:02Z", "text": "Hi", "client": "ios"},
+        {"from": "agent", "at": "2026-11-27T09:59:02Z", "text": "Hello"},
+    ]
+    [event] = chat(messages=messages)
+    assert ticket_of(event).source["extra"] == {"messages": {"0": {"client": "ios"}}}
+    [event] = email(form={"business_critical": False, "widget": "v2"})
+    assert ticket_of(event).source["extra"] == {"form": {"widget": "v2"}}
+
+
 # --- ids ------------------------------------------------------------------------------
 
 
