@@ -236,7 +236,8 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
             if name == "intake-info x2":
                 target += f" (target >= {TARGET_SCALE})"
         cpu = statistics.median(r.cpu_us for r in rs)
-        broker = statistics.median(r.broker_us for r in rs)
+        measured = [r.broker_us for r in rs if not math.isnan(r.broker_us)]
+        broker = statistics.median(measured) if measured else math.nan
         print(
             f"{name:18s}{spread(rates):>24s}{spread(shares, '.2f'):>20s}"
             f"{cpu:>12.0f}{broker:>8.0f}  {target}"
