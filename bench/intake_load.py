@@ -165,7 +165,7 @@ def intake_outputs(messages: list[Message], prefix: str) -> dict[str, list[Outgo
         inbound = Inbound(
             m.body, m.routing_key, f"{prefix}support.inbound", "application/json", {}, m.message_id
         )
-        outputs[m.message_id] = routes[m.routing_key](inbound)
+        outputs[m.message_id] = list(routes[m.routing_key](inbound))
     return outputs
 
 

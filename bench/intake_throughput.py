@@ -107,7 +107,7 @@ def prepare(count: int, workdir: Path) -> Load:
     expected = {o.message_id for outs in outputs.values() for o in outs}
     sizes_in = [len(m.body) for m in messages]
     sizes_out = [len(o.body) for outs in outputs.values() for o in outs]
-    kinds = defaultdict(int)
+    kinds: dict[str, int] = defaultdict(int)
     for m in messages:
         kinds[m.routing_key.removeprefix("inbound.")] += 1
     print(
@@ -119,7 +119,9 @@ def prepare(count: int, workdir: Path) -> Load:
     return Load(messages, intake_load.inbound_items(messages), expected, path)
 
 
-def start(p: Pipeline, i: int, prefix: str, args: argparse.Namespace, load: Load, workdir: Path):
+def start(
+    p: Pipeline, i: int, prefix: str, args: argparse.Namespace, load: Load, workdir: Path
+) -> Service:
     env = os.environ | {"AMQP_URL": args.url, "AMQP_PREFIX": prefix}
     if p.is_baseline:
         cmd = [sys.executable, "-m", "bench.intake_baseline", args.url, prefix]

@@ -156,7 +156,8 @@ class Seeder:
         """`count` new clocks breaching at first_due + k/count s (k = 0..count-1), their
         warnings already fired; returns their ticket ids."""
         budgets = {s: self._budget(s) for s in ARMED}
-        clock_rows, seen_rows = [], []
+        clock_rows: list[dict[str, Any]] = []
+        seen_rows: list[dict[str, Any]] = []
         for k in range(count):
             shape = ARMED[k % len(ARMED)]
             due = first_due + timedelta(seconds=k / count)
