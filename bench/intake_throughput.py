@@ -82,6 +82,7 @@ class Result:
     rate: float = float("nan")
     cpu_us: float = float("nan")  # CPU of the pipeline's processes per message
     broker_us: float = float("nan")  # CPU of the whole broker (shared) per message
+    counter_s: float = float("nan")  # CPU of this process (the counter) per wall second
     arrived: int = 0
     distinct: int = 0
     missing: int = 0
@@ -164,16 +165,20 @@ def run_once(p: Pipeline, load: Load, args: argparse.Namespace) -> Result:
         broker = broker_pid()  # None when several RabbitMQ nodes run here
         cpu0 = sum(s.cpu() for s in services)
         broker0 = cpu_seconds(broker) if broker else math.nan
+        own0, wall0 = time.process_time(), time.monotonic()
         for s in services:
             os.kill(s.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         finished = counter.done.wait(60 + len(load.messages) / 200)
         cpu1 = sum(s.cpu() for s in services)
         broker1 = cpu_seconds(broker) if broker else math.nan
+        own1, wall1 = time.process_time(), time.monotonic()
         time.sleep(args.settle)  # a late duplicate still counts
         alive()
         result = judge(counter.records, load, finished, counter)
         result.cpu_us = (cpu1 - cpu0) / len(load.messages) * 1e6
         result.broker_us = (broker1 - broker0) / len(load.messages) * 1e6
+        # NOTE: near 1.0 the counter itself would be what limits the rate it reads.
+        result.counter_s = (own1 - own0) / (wall1 - wall0)
         result.dead = message_count(args.url, f"{prefix}intake.inbound.dead")
         return result
     finally:
@@ -253,6 +258,7 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
             "duplicates": sum(r.arrived - r.distinct for r in rs),
             "dead": sum(r.dead for r in rs),
             "out_of_order": sum(r.out_of_order for r in rs),
+            "counter_busy": max(r.counter_s for r in rs),
             "multi": sum(r.multi for r in rs),
         }
     print("\nevents downstream, all rounds (distinct ids vs the events expected):")
@@ -262,9 +268,11 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
             f"unexpected {s['unexpected']}, dead-lettered {s['dead']}; tickets with >1 "
             f"event {s['multi']}, out of input order {s['out_of_order']}"
         )
+    busy = max(s["counter_busy"] for s in summary["pipelines"].values())
     print(
         "CPU us/msg: the pipeline's processes; broker: the whole RabbitMQ node, which "
-        "also serves whatever else runs on this machine"
+        "also serves whatever else runs on this machine; the counter was busy at most "
+        f"{busy:.0%} of a core"
     )
     print(f"ordering: {ORDERING}")
     return summary
@@ -293,7 +301,8 @@ def main() -> None:
                 results[p.name].append(result)
                 print(
                     f"round {round_no} {p.name:18s} {result.rate:9,.0f} msg/s  "
-                    f"CPU {result.cpu_us:5.0f} us/msg (broker {result.broker_us:4.0f})  "
+                    f"CPU {result.cpu_us:5.0f} us/msg (broker {result.broker_us:4.0f}, "
+                    f"counter busy {result.counter_s:.0%})  "
                     f"missing {result.missing}",
                     flush=True,
                 )
