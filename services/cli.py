@@ -50,16 +50,32 @@ def _specs(service: str) -> tuple[list[Any], RuntimeSettings]:
 
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help="intake | sla-timer | notifier | all")],
+    service: Annotated[
+        str, typer.Argument(help="intake | sla-timer | notifier | all | ack-gateway")
+    ],
 ) -> None:
     """Run a service (or all of them) against AMQP_URL until SIGTERM/SIGINT (a second
     signal exits at once, without waiting for the graceful stop).
 
     Serves /metrics and /healthz on METRICS_PORT (default 9100; 0 turns them off). Exits
     non-zero with one line when the configuration is wrong or the broker cannot be used
-    at start; once running, a broker that goes away is waited for."""
+    at start; once running, a broker that goes away is waited for.
+
+    `ack-gateway` serves the acknowledge links of pages on ACK_HOST:ACK_PORT instead
+    (README, "Acknowledging from the page")."""
     from services.operator.guard import check_broker, load_settings, startup_errors
     from services.runtime.app import run_services
+
+    if service == "ack-gateway":
+        from services.ack_gateway.main import AckGatewaySettings, build, serve
+
+        gateway_settings = load_settings(AckGatewaySettings)
+        configure_logging(gateway_settings.log_format, gateway_settings.log_level)
+        with startup_errors():  # no ACK_SECRET, a store that cannot be opened, a taken port
+            server = build(gateway_settings)
+        check_broker(gateway_settings, "run ack-gateway")
+        serve(server)
+        return
 
     if service not in (*SERVICES, "all"):
         raise typer.BadParameter(

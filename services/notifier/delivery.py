@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.common.ack_token import AckLinks
 from services.notifier.channels import (
     ChatWebhookChannel,
     ConsoleChannel,
@@ -18,7 +19,7 @@ from services.notifier.channels import (
     SmtpChannel,
     WebhookChannel,
 )
-from services.notifier.decisions import Notification
+from services.notifier.decisions import TEAM, Notification
 from services.notifier.notes import TicketNotes
 from services.notifier.oncall import OnCall
 from services.notifier.render import (
@@ -44,6 +45,17 @@ class SmtpSettings:
 
 
 SINGLE_TRY = RetryPolicy(attempts=1)  # retries are the send queue's, durable, not in-channel
+ACKNOWLEDGEABLE = ("opened", "warning", "breached")  # what on-call can acknowledge
+
+
+def ack_url(links: AckLinks | None, n: Notification, now: datetime) -> str | None:
+    """The acknowledge link of a page or reminder to a person; None without ACK_BASE_URL,
+    for the team channel, and for follow-ups (acknowledged, resolved)."""
+    if links is None or n.person == TEAM or n.action not in ("trigger", "notify"):
+        return None
+    if n.reason.split(".")[0] not in ACKNOWLEDGEABLE:
+        return None
+    return links.url(n.ticket_id, n.person, n.notification_key, now)
 
 
 def webhook_secret(variable: str | None) -> str:
@@ -65,11 +77,16 @@ class Deliverer:
     threads."""
 
     def __init__(
-        self, oncall: OnCall, smtp: SmtpSettings | None, retry: RetryPolicy | None = None
+        self,
+        oncall: OnCall,
+        smtp: SmtpSettings | None,
+        retry: RetryPolicy | None = None,
+        ack_links: AckLinks | None = None,
     ) -> None:
         self.oncall = oncall
         self.smtp = smtp
         self.retry = retry or SINGLE_TRY
+        self.ack_links = ack_links
         self._hooks: dict[tuple[str, str], WebhookChannel] = {}
         self._lock = threading.Lock()
 
@@ -100,6 +117,7 @@ class Deliverer:
         if person is None:
             raise PermanentError(f"no person {n.person!r} in the on-call file", reason="config")
         key = n.notification_key
+        ack = ack_url(self.ack_links, n, now)
         if n.channel == "email":
             if self.smtp is None:
                 raise PermanentError("email notification but SMTP_HOST is not set", reason="config")
@@ -113,19 +131,19 @@ class Deliverer:
                 password=s.password,
                 retry=self.retry,
             )
-            channel.send(person.email, render_email(n, notes, self.oncall, now), key=key)
+            channel.send(person.email, render_email(n, notes, self.oncall, now, ack), key=key)
         elif n.channel == "paging_webhook" and person.paging_webhook is not None:
             hook = self._hook("paging", str(person.paging_webhook.url))
             hook.send(render_pagerduty(n, notes, self.oncall, now), key=key)
         elif n.channel == "chat_webhook" and person.chat_webhook is not None:
             hook = self._hook("chat", str(person.chat_webhook))
-            hook.send(render_chat(n, notes, self.oncall, now), key=key)
+            hook.send(render_chat(n, notes, self.oncall, now, ack), key=key)
         elif n.channel == "generic_webhook" and person.generic_webhook is not None:
             secret = webhook_secret(person.generic_webhook.secret_env)
             hook = self._hook("generic", str(person.generic_webhook.url), secret)
-            hook.send(render_generic(n, notes, self.oncall, now), key=key)
+            hook.send(render_generic(n, notes, self.oncall, now, ack), key=key)
         elif n.channel == "console":
-            ConsoleChannel(sys.stdout).send(render_console(n, notes, self.oncall, now))
+            ConsoleChannel(sys.stdout).send(render_console(n, notes, self.oncall, now, ack))
         else:
             raise PermanentError(f"{person.id} has no {n.channel}", reason="config")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import structlog
 from pydantic import Field
 
+from services.common.ack_token import SHORTEST_SECRET, AckLinks
 from services.common.store_engine import LeaderLock, engine_for, ping
 from services.notifier import digest
 from services.notifier import ledger as ledger_module
@@ -28,6 +29,8 @@ from services.runtime.app import ServiceSpec
 from services.runtime.names import Names
 from services.runtime.outbox import OutboxRelay
 from services.runtime.retention import DAY_S, PruneJob, Pruner, RetentionSettings
+from services.runtime.secrets import read_secret
+from services.runtime.yaml_files import ConfigFileError
 
 log = structlog.get_logger("notifier")
 RELAY_LOCK = 815005  # PostgreSQL advisory lock: one replica relays the shared outbox
@@ -50,6 +53,22 @@ class NotifierSettings(RetentionSettings):
     # Sent notification keys (sends, ledger, digest entries): a redelivery or replay of
     # their event within this sends nothing; after it, it would (docs/retention.md).
     notification_retention_s: float = Field(7 * DAY_S, alias="NOTIFICATION_RETENTION_S", gt=0)
+    # Pages carry an acknowledge link to the ack gateway when this is set (ACK_SECRET,
+    # or ACK_SECRET_FILE, signs it); how long a link works.
+    ack_base_url: str | None = Field(None, alias="ACK_BASE_URL")
+    ack_ttl_s: float = Field(DAY_S, alias="ACK_TTL_S", gt=0)
+
+
+def ack_links(settings: NotifierSettings) -> AckLinks | None:
+    """The acknowledge links, or None without ACK_BASE_URL; a base URL without a usable
+    secret stops the start (pages would otherwise go out without the promised link)."""
+    if not settings.ack_base_url:
+        return None
+    secret = read_secret("ACK_SECRET")
+    if secret is None or len(secret) < SHORTEST_SECRET:
+        problem = f"ACK_BASE_URL is set: set ACK_SECRET (at least {SHORTEST_SECRET} characters)"
+        raise ConfigFileError("ACK_SECRET", [(None, problem)])
+    return AckLinks(settings.ack_base_url, secret, timedelta(seconds=settings.ack_ttl_s))
 
 
 def prune_jobs(settings: NotifierSettings) -> Callable[[datetime], list[PruneJob]]:
@@ -85,7 +104,7 @@ def bootstrap(settings: NotifierSettings) -> ServiceSpec:
         initial=timedelta(seconds=settings.send_retry_initial_s),
         longest=timedelta(seconds=settings.send_retry_max_s),
     )
-    deliverer = Deliverer(oncall, smtp)
+    deliverer = Deliverer(oncall, smtp, ack_links=ack_links(settings))
     digests = DigestQueue(ledger.engine)
     metrics = NotifierMetrics()
     names = Names(settings.amqp_prefix)

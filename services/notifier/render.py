@@ -85,7 +85,10 @@ def _deadline_line(f: Facts) -> str:
     return f"{f.deadline}, {f.time_left}" if f.time_left else f.deadline
 
 
-def _rows(f: Facts) -> list[tuple[str, str]]:
+ACK_LABEL = "Acknowledge"
+
+
+def _rows(f: Facts, ack_url: str | None = None) -> list[tuple[str, str]]:
     rows = [
         ("Ticket", f.ticket_id),
         ("Account", f.account),
@@ -99,14 +102,16 @@ def _rows(f: Facts) -> list[tuple[str, str]]:
         rows.append(("Acknowledged by", f.acknowledged_by))
     if f.link:
         rows.append(("Link", f.link))
+    if ack_url:  # the ack gateway's signed link (services.common.ack_token)
+        rows.append((ACK_LABEL, ack_url))
     return rows
 
 
 @_cleaned
-def render_text(f: Facts) -> str:
+def render_text(f: Facts, ack_url: str | None = None) -> str:
     """The plain-text message (email text part, console, chat fallback text)."""
     lines = [f.headline, ""]
-    lines += [f"{label + ':':<17}{value}" for label, value in _rows(f)]
+    lines += [f"{label + ':':<17}{value}" for label, value in _rows(f, ack_url)]
     if f.hints:
         lines += ["", "Triage hints:", *(f"  - {h}" for h in f.hints)]
     if f.excerpt:
@@ -114,15 +119,20 @@ def render_text(f: Facts) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(label: str, value: str) -> str:
+    e = html.escape
+    if label == ACK_LABEL:
+        return f'<a href="{e(value)}">Acknowledge this page</a>'
+    return f'<a href="{e(value)}">{e(value)}</a>' if label == "Link" else e(value)
+
+
 @_cleaned
-def render_html(f: Facts) -> str:
+def render_html(f: Facts, ack_url: str | None = None) -> str:
     """The HTML message; every value is escaped."""
     e = html.escape
     cells = "".join(
-        f'<tr><th align="left">{e(label)}</th><td>'
-        + (f'<a href="{e(value)}">{e(value)}</a>' if label == "Link" else e(value))
-        + "</td></tr>"
-        for label, value in _rows(f)
+        f'<tr><th align="left">{e(label)}</th><td>{_cell(label, value)}</td></tr>'
+        for label, value in _rows(f, ack_url)
     )
     parts = [f"<h2>{e(f.headline)}</h2>", f"<table>{cells}</table>"]
     if f.hints:
@@ -140,11 +150,11 @@ def render_html(f: Facts) -> str:
 
 @_cleaned
 def render_email(
-    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
+    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime, ack_url: str | None = None
 ) -> EmailContent:
     f = message_facts(n, notes, oncall, now)
     subject = one_line(f"[Premium Support] {f.headline}: {f.ticket_id} {f.account} - {f.subject}")
-    return EmailContent(subject=subject, text=render_text(f), html=render_html(f))
+    return EmailContent(subject=subject, text=render_text(f, ack_url), html=render_html(f, ack_url))
 
 
 def _mrkdwn_fields(f: Facts) -> list[dict[str, str]]:
@@ -159,7 +169,7 @@ def _mrkdwn_fields(f: Facts) -> list[dict[str, str]]:
 
 @_cleaned
 def render_chat(
-    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
+    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime, ack_url: str | None = None
 ) -> dict[str, Any]:
     """A Slack-compatible incoming-webhook body: `text` (fallback) plus `blocks`."""
     f = message_facts(n, notes, oncall, now)
@@ -190,6 +200,9 @@ def render_chat(
                 "text": {"type": "mrkdwn", "text": f"<{f.link}|Open {f.ticket_id}>"},
             }
         )
+    if ack_url:  # our own URL: base64url and `%`, nothing mrkdwn would read as markup
+        ack = {"type": "mrkdwn", "text": f"<{ack_url}|Acknowledge this page>"}
+        blocks.append({"type": "section", "text": ack})
     fallback = slack_escape(one_line(f"{f.headline}: {f.ticket_id} {f.account} - {f.subject}", 300))
     return {"text": fallback, "blocks": blocks}
 
@@ -240,25 +253,28 @@ def render_pagerduty(
 
 @_cleaned
 def render_generic(
-    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime
+    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime, ack_url: str | None = None
 ) -> dict[str, Any]:
     """The generic webhook's JSON body (the edge signs the serialised bytes)."""
     f = message_facts(n, notes, oncall, now)
     notification = n.model_dump(mode="json") | {"notification_key": n.notification_key}
     ticket = asdict(f) | {"hints": list(f.hints)}
-    return {
+    body = {
         "notification": notification,
         "ticket": ticket,
-        "text": render_text(f),
+        "text": render_text(f, ack_url),
         "sent_at": now.isoformat(),
     }
+    return body | ({"acknowledge_url": ack_url} if ack_url else {})
 
 
 @_cleaned
-def render_console(n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime) -> str:
+def render_console(
+    n: Notification, notes: TicketNotes, oncall: OnCall, now: datetime, ack_url: str | None = None
+) -> str:
     f = message_facts(n, notes, oncall, now)
     head = f"[{n.action} -> {f.recipient} via {n.channel}, level {n.level}]"
-    return f"{head}\n{render_text(f)}"
+    return f"{head}\n{render_text(f, ack_url)}"
 
 
 @_cleaned
