@@ -4,14 +4,15 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from services.intake.main import IntakeSettings, bootstrap
-from services.runtime.app import ServiceRunner, declare_topology
+from services.runtime.app import ServiceRunner, ServiceSpec, declare_topology
+from services.runtime.config import RuntimeSettings
 from services.runtime.logging import configure_logging
 from services.runtime.metrics import RuntimeMetrics
 from services.upstream import UpstreamPublisher
@@ -84,6 +85,13 @@ class RunningService:
             "messages_settled_total", {"service": self.runner.spec.name, "outcome": outcome}
         )
         return value or 0.0
+
+
+def start_all(specs: Iterable[tuple[ServiceSpec, RuntimeSettings]]) -> list[RunningService]:
+    """Each (spec, settings) running in this process, in order, each connected."""
+    return [
+        RunningService(ServiceRunner(spec, s, RuntimeMetrics.create())).start() for spec, s in specs
+    ]
 
 
 @pytest.fixture
