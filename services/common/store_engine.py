@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,24 +203,3 @@ class LeaderLock:
 
 def engine_is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
-
-
-MULTI_ROW_PARAMS = 900  # bound parameters per statement (older SQLite builds allow 999)
-
-
-def insert_rows(
-    conn: Connection,
-    insert: Any,
-    rows: Sequence[dict[str, Any]],
-    finish: Callable[[Any], Any] = lambda statement: statement,
-) -> None:
-    """`rows` (all with the same keys) as multi-row INSERTs of `insert` (a dialect's
-    `insert(table)`), each passed through `finish` (e.g. an ON CONFLICT clause).
-
-    NOTE: an executemany still runs one statement per row on the server (psycopg only
-    pipelines them); a VALUES list is one statement for up to MULTI_ROW_PARAMS values."""
-    if not rows:
-        return
-    per = max(1, MULTI_ROW_PARAMS // max(1, len(rows[0])))
-    for start in range(0, len(rows), per):
-        conn.execute(finish(insert.values(list(rows[start : start + per]))))

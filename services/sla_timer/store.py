@@ -12,7 +12,7 @@ pruned by `prune_jobs` (services.runtime.retention); clocks, open or closed, sta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from services.common.store_engine import engine_for, insert_rows, reading, utc
+from services.common.store_engine import engine_for, reading, utc
 from services.runtime.outbox import OutboxRow
 from services.runtime.retention import PruneJob, cutoff, ended_before
 
@@ -74,11 +74,6 @@ outbox = sa.Table(
     sa.Index("ix_sla_outbox_unsent", "sent_at", "id"),
 )
 schema_info = sa.Table("sla_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
-
-
-def _skip_known(column: str) -> Callable[[Any], Any]:
-    """ON CONFLICT DO NOTHING on `column`: a row seen before is kept as it was."""
-    return lambda statement: statement.on_conflict_do_nothing(index_elements=[column])
 
 
 class ClockStore:
@@ -213,7 +208,9 @@ class ClockStore:
 
     def add_outbox_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Rows of event_id, routing_key, body, created_at; known event ids are skipped."""
-        insert_rows(conn, self._insert(outbox), rows, _skip_known("event_id"))
+        if rows:
+            insert = postgresql_insert if self.is_postgres else sqlite_insert
+            conn.execute(insert(outbox).on_conflict_do_nothing(index_elements=["event_id"]), rows)
 
     def park_early(
         self, conn: Connection, event_id: str, ticket_id: str, body: str, now: datetime
@@ -250,8 +247,11 @@ class ClockStore:
         return {row.event_id for row in conn.execute(query)}
 
     def mark_seen_many(self, conn: Connection, event_ids: list[str], now: datetime) -> None:
-        rows = [{"event_id": event_id, "at": now} for event_id in event_ids]
-        insert_rows(conn, self._insert(processed), rows, _skip_known("event_id"))
+        if event_ids:
+            rows = [{"event_id": event_id, "at": now} for event_id in event_ids]
+            conn.execute(
+                self._insert(processed).on_conflict_do_nothing(index_elements=["event_id"]), rows
+            )
 
     def load_many(
         self, conn: Connection, ticket_ids: Iterable[str], lock: bool = False
@@ -266,8 +266,8 @@ class ClockStore:
 
     def insert_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """New clocks (rows as for `update_many`), one statement for the batch."""
-        values = [row | {"data": json.dumps(row["data"])} for row in rows]
-        insert_rows(conn, self._insert(clocks), values)
+        if rows:
+            conn.execute(clocks.insert(), [row | {"data": json.dumps(row["data"])} for row in rows])
 
     def early_for(self, conn: Connection, ticket_ids: Iterable[str]) -> dict[str, list[str]]:
         """Parked updates of these tickets, oldest first (kept until `drop_early`)."""
@@ -286,11 +286,15 @@ class ClockStore:
     def park_early_many(self, conn: Connection, rows: list[dict[str, str]], now: datetime) -> None:
         """Rows of event_id, ticket_id, body, parked at `now`; an update parked before is
         kept once (with its first time: the retention counts from there)."""
-        values = [row | {"parked_at": now} for row in rows]
-        insert_rows(conn, self._insert(early), values, _skip_known("event_id"))
+        if rows:
+            conn.execute(
+                self._insert(early).on_conflict_do_nothing(index_elements=["event_id"]),
+                [row | {"parked_at": now} for row in rows],
+            )
 
-    def _insert(self, table: sa.Table) -> Any:
-        return (postgresql_insert if self.is_postgres else sqlite_insert)(table)
+    @property
+    def _insert(self) -> Any:
+        return postgresql_insert if self.is_postgres else sqlite_insert
 
     # -- the outbox relay (services.runtime.outbox.OutboxRelay) ---------------------------
     def unsent(self, limit: int) -> list[OutboxRow]:
