@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -112,8 +112,8 @@ class AckLinks:
     """The notifier's side: the link a page carries (`ACK_BASE_URL`, `ACK_SECRET`)."""
 
     base_url: str
-    secret: str
-    ttl: timedelta
+    secret: str = field(repr=False)
+    ttl: timedelta = timedelta(days=1)
 
     def url(self, ticket_id: str, person: str, notification_key: str, now: datetime) -> str:
         token = sign_token(self.secret, ticket_id, person, notification_key, now + self.ttl)
