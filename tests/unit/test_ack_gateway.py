@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -152,3 +155,19 @@ def test_pagerduty_without_its_secret_is_not_served(tmp_path: Path, published: P
     used.migrate()
     assert pd_post(Gateway(SECRET, used, published), "E1")[0] == 404
     assert published.sent == []
+
+
+def test_run_ack_gateway_without_its_secret_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACK_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "run", "ack-gateway"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env | {"ACK_STORE_URL": str(tmp_path / "ack.db"), "LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: ACK_SECRET: set it (at least 16 characters)"
+    ]
