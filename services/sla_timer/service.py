@@ -160,7 +160,8 @@ class SlaTimer:
         self.store.add_outbox_many(conn, batch.outbox)
         self.store.mark_seen_many(conn, batch.seen, now)
         self.store.park_early_many(conn, batch.parked, now)
-        self.store.drop_early(conn, batch.opened)
+        # Only tickets that had updates parked (before, or earlier in this batch).
+        self.store.drop_early(conn, [t for t in batch.opened if t in batch.early])
 
     def commit(self, conn: Connection, outcome: Outcome, now: datetime) -> Clock:
         """Save one clock's outcome (new or not) and queue its events (operator tools)."""
