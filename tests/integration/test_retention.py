@@ -103,13 +103,9 @@ def event_inbound(data: TicketOpened | TicketResponded, at: datetime) -> Inbound
     return Inbound(out.body, event.routing_key, "support.events", out.content_type)
 
 
-def test_a_redelivery_within_the_retention_is_still_dropped_and_clocks_stay(
-    store_url: str,
-) -> None:
-    store = ClockStore(engine_for(store_url))
-    store.migrate()
-    start = NOW - 6 * DAY
-    ticket = Ticket(
+def critical_ticket(created_at: datetime) -> Ticket:
+    """TID: a premium business-critical email of the Super Admin."""
+    return Ticket(
         ticket_id=TID,
         channel="email",
         portal_id=4411,
@@ -117,9 +113,17 @@ def test_a_redelivery_within_the_retention_is_still_dropped_and_clocks_stay(
         submitter=Submitter(role="super_admin"),
         severity="business_critical",
         submitter_marked_critical=True,
-        created_at=start,
+        created_at=created_at,
     )
-    opened = event_inbound(TicketOpened(ticket=ticket), start)
+
+
+def test_a_redelivery_within_the_retention_is_still_dropped_and_clocks_stay(
+    store_url: str,
+) -> None:
+    store = ClockStore(engine_for(store_url))
+    store.migrate()
+    start = NOW - 6 * DAY
+    opened = event_inbound(TicketOpened(ticket=critical_ticket(start)), start)
     responded = event_inbound(
         TicketResponded(ticket_id=TID, at=start + M10, agent="sam"), start + M10
     )

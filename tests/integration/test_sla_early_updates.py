@@ -5,12 +5,18 @@ from __future__ import annotations
 import pytest
 
 from schemas.events import TicketOpened, TicketResponded
-from schemas.ticket import Submitter, Ticket
 from services.common.store_engine import engine_for
 from services.sla_timer.policy import load_policy
 from services.sla_timer.service import SlaTimer
 from services.sla_timer.store import ClockStore, early, outbox
-from tests.integration.test_retention import M10, NOW, TID, event_inbound, keys
+from tests.integration.test_retention import (
+    M10,
+    NOW,
+    TID,
+    critical_ticket,
+    event_inbound,
+    keys,
+)
 
 
 @pytest.mark.parametrize("same_batch", [False, True])
@@ -19,17 +25,7 @@ def test_a_parked_update_is_applied_and_removed_when_its_ticket_opens(
 ) -> None:
     store = ClockStore(engine_for(store_url))
     store.migrate()
-    ticket = Ticket(
-        ticket_id=TID,
-        channel="email",
-        portal_id=4411,
-        premium=True,
-        submitter=Submitter(role="super_admin"),
-        severity="business_critical",
-        submitter_marked_critical=True,
-        created_at=NOW,
-    )
-    opened = event_inbound(TicketOpened(ticket=ticket), NOW)
+    opened = event_inbound(TicketOpened(ticket=critical_ticket(NOW)), NOW)
     responded = event_inbound(TicketResponded(ticket_id=TID, at=NOW + M10, agent="sam"), NOW)
     timer = SlaTimer(store, load_policy(None), clock=lambda: NOW + M10)
     if same_batch:
