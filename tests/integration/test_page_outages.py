@@ -74,7 +74,7 @@ from services.runtime.names import SERVICE_BINDINGS, Names
 from services.sla_timer.main import SlaSettings
 from services.sla_timer.main import bootstrap as sla_bootstrap
 from services.upstream import UpstreamPublisher
-from tests.integration.conftest import ACCOUNTS, PG_URL, RunningService
+from tests.integration.conftest import ACCOUNTS, RunningService, pg_schema
 from tests.support.capture import Capture, Received, queue_depth
 from tests.support.sinks import HttpSink, SmtpSink
 
@@ -204,14 +204,8 @@ def notifier_store(tmp_path: Path) -> Iterator[str]:
         yield str(tmp_path / "notifier.db")
         return
     assert STORE == "postgresql", f"PAGE_OUTAGE_STORE={STORE!r}: sqlite or postgresql"
-    schema = f"t{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture
