@@ -1,0 +1,139 @@
+"""The one place `sla whatif` touches sla_timer's and the notifier's pure code.
+
+The what-if replay must decide exactly as the running services do, so it calls their
+pure functions (deadline math, escalation decisions) rather than copies of them. It
+calls them only through this module: when their signatures change (a clock per metric,
+pauses), the fix is here and the simulation stays as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from schemas.events import (
+    EVENT_TYPES,
+    TYPE_OF,
+    EscalationAcknowledged,
+    EventData,
+    TicketExempted,
+    TicketOpened,
+    TicketReclassified,
+    TicketResolved,
+    TicketResponded,
+)
+from services.notifier.decisions import TEAM, Notification, decide
+from services.notifier.notes import TicketNotes, note_event, record_pages
+from services.notifier.oncall import load_oncall
+from services.notifier.oncall_model import OnCall
+from services.runtime.names import SERVICE_BINDINGS, owner
+from services.sla_timer.clock import Clock, fire_due, open_clock, reclassify, respond, stop
+from services.sla_timer.policy import Policy, load_policy
+
+__all__ = [
+    "TEAM",
+    "Clock",
+    "Notification",
+    "OnCall",
+    "Policy",
+    "TicketNotes",
+    "apply_update",
+    "clock_metric",
+    "fire",
+    "is_input",
+    "load_oncall",
+    "load_policy",
+    "next_fire",
+    "notifier_reads",
+    "notify",
+    "open_for",
+]
+
+Fired = list[EventData]
+
+
+def open_for(data: TicketOpened, policy: Policy, correlation_id: str) -> tuple[Clock, Fired] | None:
+    """The clock `ticket.opened` starts under `policy`, or None (no rule gives one)."""
+    opened = open_clock(data.ticket, policy, correlation_id)
+    if opened is None:
+        return None
+    clock, events = opened
+    return clock, [d for d, _ in events]
+
+
+def apply_update(clock: Clock, data: EventData, policy: Policy) -> tuple[Clock, Fired]:
+    """A helpdesk update against a clock, as sla_timer's service applies it."""
+    match data:
+        case TicketResponded():
+            clock, events = respond(clock, data.at)
+        case TicketReclassified():
+            clock, events = reclassify(clock, data.severity, policy, data.at)
+        case TicketExempted():
+            clock, events = stop(clock, "exempted", data.at)
+        case TicketResolved():
+            clock, events = stop(clock, "resolved", data.at)
+        case _:
+            return clock, []
+    return clock, [d for d, _ in events]
+
+
+def fire(clock: Clock, now: datetime) -> tuple[Clock, Fired]:
+    """What the scheduler fires for `clock` at `now` (a simulated, punctual tick)."""
+    clock, events = fire_due(clock, now)
+    return clock, [d for d, _ in events]
+
+
+def next_fire(clock: Clock) -> datetime | None:
+    return clock.next_fire()
+
+
+def clock_metric(clock: Clock | EventData) -> str:
+    """The clock's metric; clocks without one measure the first response."""
+    value = getattr(clock, "metric", None)
+    return value if isinstance(value, str) and value else "first_response"
+
+
+def notify(
+    data: EventData, notes: TicketNotes | None, oncall: OnCall, now: datetime
+) -> tuple[TicketNotes, list[Notification]]:
+    """The notifier's decision for one event at `now`, and its notes afterwards (the
+    service keeps them in its store; the replay keeps them in memory)."""
+    notifications = decide(TYPE_OF[type(data)], data, notes, oncall, now)
+    return record_pages(note_event(notes, data), notifications), notifications
+
+
+def _topic(pattern: str) -> re.Pattern[str]:
+    words = [{"*": r"[^.]+", "#": ".*"}.get(w, re.escape(w)) for w in pattern.split(".")]
+    return re.compile(r"^" + r"\.".join(words) + r"$")
+
+
+_NOTIFIER_KEYS = [
+    _topic(key)
+    for queue, (_, _, keys) in SERVICE_BINDINGS.items()
+    if owner(queue) == "notifier"
+    for key in keys
+]
+
+
+def notifier_reads(data: EventData) -> bool:
+    """Whether the notifier's queues are bound to the routing key `data` is published
+    with (their bindings, not a copy of them)."""
+    _, prefix = EVENT_TYPES[TYPE_OF[type(data)]]
+    if isinstance(data, TicketOpened):
+        prefix = f"{prefix}.{data.ticket.severity}"
+    elif prefix.startswith("sla."):
+        prefix = f"{prefix}.{getattr(data, 'severity', '')}"
+    return any(p.match(prefix) for p in _NOTIFIER_KEYS)
+
+
+def is_input(data: EventData) -> bool:
+    """The events sla_timer or the notifier consume from intake (`ticket.*`, acks)."""
+    return isinstance(
+        data,
+        TicketOpened
+        | TicketResponded
+        | TicketReclassified
+        | TicketExempted
+        | TicketResolved
+        | EscalationAcknowledged,
+    )
