@@ -9,6 +9,7 @@ import typer
 
 from services.operator.commands import dlq_app
 from services.operator.commands import status as operator_status
+from services.operator.whatif_cli import whatif as sla_whatif
 from services.runtime.config import RuntimeSettings
 from services.runtime.logging import configure_logging
 
@@ -317,6 +318,9 @@ def sla_recompute(
             "them when it runs."
         )
 
+
+# `sla whatif`: the recorded events replayed under proposed policy / on-call files.
+sla_app.command("whatif")(sla_whatif)
 
 sink_app = typer.Typer(help="Local receivers that print what the notifier sends, for trying it.")
 app.add_typer(sink_app, name="sink")

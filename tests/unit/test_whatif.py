@@ -24,9 +24,8 @@ T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # a Monday, after the 09:00 hand
 A, B = "T-email-00000000000000aa", "T-email-00000000000000bb"
 
 
-def policy(budget: str, version: str) -> Policy:
-    return parse_policy(
-        f"""
+# {version} and {budget} to fill in; only a Super Admin's business-critical email has a clock
+POLICY = """
 version: "{version}"
 calendars:
   always: {{always_open: true, timezone: UTC}}
@@ -41,12 +40,8 @@ rules:
     match: {{}}
     clock: false
 """
-    )
-
-
-def oncall(primary: str) -> OnCall:
-    return parse_oncall(
-        f"""
+# {primary}: who is on level 1 (kim or lars, both with a pager); mira is level 2
+ONCALL = """
 people:
   - {{id: kim, name: Kim, email: kim@x.example,
      paging_webhook: {{url: "https://p.example/e", routing_key: K}}}}
@@ -61,7 +56,14 @@ escalation:
   - {{level: 2, people: [mira]}}
 team_channel: {{console: true}}
 """
-    )
+
+
+def policy(budget: str, version: str) -> Policy:
+    return parse_policy(POLICY.format(version=version, budget=budget))
+
+
+def oncall(primary: str) -> OnCall:
+    return parse_oncall(ONCALL.format(primary=primary))
 
 
 def ticket(tid: str, severity: Severity = "business_critical", at: datetime = T0) -> Ticket:
