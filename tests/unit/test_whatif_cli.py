@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from services.cli import app
 from services.operator.whatif_cli import parse_since
+from tests.conftest import ROOT
 from tests.unit.test_whatif import ONCALL, POLICY, T0, A, B, opened, responded
 
 
@@ -137,3 +139,47 @@ def test_a_wrong_setting_is_one_line_without_a_traceback(
     result = whatif(files, *args, **env)
     assert result.exit_code == 2, result.output
     assert says in result.output and "Traceback" not in result.output
+
+
+RECORDING = ROOT / "tests/fixtures/whatif-stream.jsonl"  # by tests/integration/test_whatif.py
+FAST = ROOT / "tests/fixtures/policy-fast.yaml"  # the files that run used
+DEMO_ONCALL = ROOT / "examples/demo/oncall.yaml"
+
+
+def standard_in_5s(fast_policy: str) -> str:
+    """policy-fast.yaml with the standard Super Admin email's 20 s budget cut to 5 s."""
+    text = fast_policy.replace("budget: 20s", "budget: 5s")
+    return text.replace("warn: {before: 5s}", "warn: {before: 2s}")
+
+
+def test_a_recorded_run_replays_as_the_services_ran_it(tmp_path: Path) -> None:
+    """The stream of a real run (intake, sla_timer, notifier): under the files it ran with,
+    the replay finds the warnings, breaches, met clocks and pages the services produced."""
+    recorded = [json.loads(line) for line in RECORDING.read_text().splitlines()]
+    types = Counter(e["type"] for e in recorded)
+    paged = Counter(
+        (e["data"]["person"], e["time"][:10])
+        for e in recorded
+        if e["type"] == "support.escalation.sent" and e["data"]["reason"] != "warning"
+    )  # the warning's is a reminder, not a page
+    proposed = tmp_path / "policy.yaml"
+    proposed.write_text(standard_in_5s(FAST.read_text()))
+    env = {"POLICY_FILE": str(FAST), "ONCALL_FILE": str(DEMO_ONCALL)}
+    args = ["--from-file", str(RECORDING), "--policy", str(proposed), "--json"]
+    result = CliRunner().invoke(app, ["sla", "whatif", *args], env=env)
+    doc = document(result)
+
+    counts = doc["metrics"]["first_response"]
+    assert counts["warnings"]["current"] == types["support.sla.warning"] == 1
+    assert counts["breaches"]["current"] == types["support.sla.breached"] == 1
+    assert counts["met"]["current"] == types["support.sla.met"] == 1
+    assert counts["pages"]["current"] == sum(paged.values()) == 4
+    assert {
+        (person, day): cell["current"]
+        for person, days in doc["pages_per_person_per_day"].items()
+        for day, cell in days.items()
+    } == dict(paged)
+    # the standard email was answered after about 6.5 s: in time for 20 s, not for 5 s
+    [changed] = doc["changed"]
+    assert changed["change"] == "met -> responded_late"
+    assert counts["breaches"]["proposed"] == 2
