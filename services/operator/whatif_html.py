@@ -28,10 +28,14 @@ def _points(series: list[dict[str, Any]], key: str) -> list[tuple[float, int]]:
     return [(datetime.fromisoformat(p["at"]).timestamp(), int(p[key])) for p in series]
 
 
-def chart(timeline: dict[str, list[dict[str, Any]]], key: str, title: str) -> str:
-    """A step chart of `key` (open, breaches) for both sides, in SVG."""
+def chart(
+    timeline: dict[str, list[dict[str, Any]]], key: str, title: str, until: str | None = None
+) -> str:
+    """A step chart of `key` (open, breaches) for both sides, in SVG, up to `until`."""
     sides = {side: _points(series, key) for side, series in timeline.items()}
     xs = [x for pts in sides.values() for x, _ in pts]
+    if xs and until is not None:
+        xs.append(datetime.fromisoformat(until).timestamp())
     top = max([y for pts in sides.values() for _, y in pts] + [1])
     if not xs:
         return f"<p>{_e(title)}: nothing to draw.</p>"
@@ -56,7 +60,7 @@ def chart(timeline: dict[str, list[dict[str, Any]]], key: str, title: str) -> st
             f'stroke-dasharray="{dash}" points="{" ".join(steps)}"><title>{_e(side)}</title>'
             "</polyline>"
         )
-    start, end = (datetime.fromtimestamp(x, UTC).isoformat(timespec="minutes") for x in (x0, x1))
+    start, end = (datetime.fromtimestamp(x, UTC).isoformat(timespec="seconds") for x in (x0, x1))
     axes = (
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#888"/>'
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#888"/>'
@@ -138,8 +142,8 @@ def whatif_html(doc: dict[str, Any]) -> str:
         f"<h1>SLA what-if</h1><p>{_e(window['events'])} recorded event(s) from "
         f"{_e(window['source'])}, {_e(window['first'] or '-')} to {_e(window['until'] or '-')}"
         f"</p><ul>{sides}</ul>"
-        f"{chart(doc['timeline'], 'open', 'open clocks')}"
-        f"{chart(doc['timeline'], 'breaches', 'breaches so far')}"
+        f"{chart(doc['timeline'], 'open', 'open clocks', window['until'])}"
+        f"{chart(doc['timeline'], 'breaches', 'breaches so far', window['until'])}"
         f"<h2>Per metric</h2>{_metrics(doc)}"
         f"<h2>Tickets whose outcome changes</h2>{_changed(doc)}"
         f"<h2>Pages per person per day (UTC), current -&gt; proposed</h2>{_pages(doc)}"

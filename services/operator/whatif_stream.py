@@ -24,6 +24,7 @@ from services.runtime.names import Names
 
 PREFETCH = 500  # a stream consumer must set one; also how far acks may lag
 IDLE_S = 1.5  # nothing delivered for this long: caught up with the stream's end
+FIRST_S = 5.0  # the first delivery may take longer: the broker reads from the segment files
 
 
 @dataclass
@@ -106,13 +107,13 @@ def _consume(
     # NOTE: an AMQP timestamp has whole seconds; py-amqp writes an aware datetime as one.
     offset: object = since.replace(microsecond=0) if since is not None else "first"
     channel.basic_consume(queue=queue, callback=on_message, arguments={"x-stream-offset": offset})
-    last = time.monotonic()
+    last, wait = time.monotonic(), max(idle_s, FIRST_S)
     while not done:
         try:
             conn.drain_events(timeout=min(idle_s, 0.25))
-            last = time.monotonic()
+            last, wait = time.monotonic(), idle_s
         except TimeoutError:
-            if time.monotonic() - last >= idle_s:
+            if time.monotonic() - last >= wait:
                 break
     return out
 
