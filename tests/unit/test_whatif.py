@@ -9,7 +9,10 @@ from schemas.events import (
     CloudEvent,
     EscalationAcknowledged,
     EventData,
+    TicketExempted,
     TicketOpened,
+    TicketReclassified,
+    TicketResolved,
     TicketResponded,
     make_event,
 )
@@ -178,3 +181,28 @@ def test_a_ticket_without_a_clock_is_counted_apart() -> None:
     standard = ticket(B, severity="standard")
     run = simulate([event(TicketOpened(ticket=standard), B, T0)], HOUR, KIM)
     assert run.outcomes == {} and run.without_clock == 1 and run.pages == []
+
+
+def test_a_reclassification_moves_the_deadline_under_each_policy() -> None:
+    down = TicketReclassified(ticket_id=A, at=T0 + timedelta(minutes=5), severity="standard")
+    events = [opened(A), event(down, A, T0 + timedelta(minutes=5), "down")]
+    run = simulate(events, HALF, KIM, T0 + timedelta(hours=2))
+    # the standard severity has no clock in this policy: stopped without a breach
+    assert run.outcomes[(A, "first_response")].outcome == "exempted"
+    assert run.breaches == {} and [p.reason for p in run.pages] == ["opened"]
+
+
+def test_an_exemption_stops_the_clock_and_a_breach_then_resolution_stays_breached() -> None:
+    exempt = TicketExempted(ticket_id=A, at=T0 + timedelta(minutes=5), reason="asked to wait")
+    resolve = TicketResolved(ticket_id=B, at=T0 + timedelta(minutes=50))
+    events = [
+        opened(A),
+        event(exempt, A, T0 + timedelta(minutes=5), "exempt"),
+        opened(B),
+        event(resolve, B, T0 + timedelta(minutes=50), "resolved"),
+    ]
+    run = simulate(events, HALF, KIM, T0 + timedelta(hours=2))
+    assert run.outcomes[(A, "first_response")].outcome == "exempted"
+    assert run.outcomes[(B, "first_response")].outcome == "breached"
+    assert run.breaches == {"first_response": 1}
+    assert run.timeline[-1] == (T0 + timedelta(minutes=50), 0, 1)  # nothing open at the end
