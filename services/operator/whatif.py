@@ -154,7 +154,7 @@ class _Replay:
         notes, sent = replay.notify(data, self.notes.get(ticket_id), self.oncall, at)
         self.notes[ticket_id] = notes
         clock = self.clocks.get(ticket_id)
-        if hasattr(data, "due_at") or clock is None:  # an sla.* event names its clock
+        if replay.names_a_clock(data) or clock is None:  # an sla.* event names its clock
             metric = replay.clock_metric(data)
         else:
             metric = replay.clock_metric(clock)
