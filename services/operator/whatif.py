@@ -75,6 +75,7 @@ class _Replay:
         self.parked: dict[str, list[EventData]] = {}
         self.opened: set[str] = set()
         self.due: list[tuple[datetime, int, str]] = []  # (instant, tie-break, ticket)
+        self.sent: set[str] = set()  # the notifier's ledger: one send per notification key
         self.seq = 0
         self.open_count = self.breach_count = 0
         self.run = Run()
@@ -159,6 +160,9 @@ class _Replay:
         else:
             metric = replay.clock_metric(clock)
         for n in sent:
+            if n.notification_key in self.sent:
+                continue
+            self.sent.add(n.notification_key)
             if n.kind == "page" and n.person != replay.TEAM and n.action in ("trigger", "notify"):
                 self.run.pages.append(PageSent(n.person, at.date(), ticket_id, n.reason, n.level))
                 self.run.page_metrics[metric] = self.run.page_metrics.get(metric, 0) + 1
