@@ -51,7 +51,7 @@ def changed_table(changed: list[dict[str, Any]]) -> RenderableType:
 def pages_table(per_person: dict[str, dict[str, dict[str, int]]]) -> RenderableType:
     if not per_person:
         return Text("Nobody is paged under either file.")
-    table = Table(title=Text("pages per person per day (UTC), current -> proposed"))
+    table = Table(title=Text("pages per person per day (UTC)"), caption="current -> proposed")
     table.add_column("person")
     days = sorted({d for per_day in per_person.values() for d in per_day})
     for day in days:
@@ -78,6 +78,10 @@ def whatif_tables(doc: dict[str, Any]) -> RenderableType:
         f"proposed: {_side(doc['files'].get('proposed', {}))}"
     )
     notes = []
+    without = window["tickets_without_clock"]
+    if without["current"] or without["proposed"]:
+        counts = f"{without['current']} -> {without['proposed']}"
+        notes.append(Text(f"tickets without a clock (no rule gives one): {counts}"))
     skipped = window["updates_of_tickets_opened_before"]
     if skipped:
         notes.append(Text(f"{skipped} update(s) of tickets opened before the window: not replayed"))
