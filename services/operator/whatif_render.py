@@ -51,7 +51,8 @@ def changed_table(changed: list[dict[str, Any]]) -> RenderableType:
 def pages_table(per_person: dict[str, dict[str, dict[str, int]]]) -> RenderableType:
     if not per_person:
         return Text("Nobody is paged under either file.")
-    table = Table(title=Text("pages per person per day (UTC)"), caption="current -> proposed")
+    title = Text("pages per person per day (UTC)")
+    table = Table(title=title, caption="current -> proposed", min_width=len(title) + 4)
     table.add_column("person")
     days = sorted({d for per_day in per_person.values() for d in per_day})
     for day in days:
