@@ -115,7 +115,7 @@ def whatif(
     current = simulate(recorded.events, cur_policy, cur_oncall, until)
     proposed = simulate(recorded.events, new_policy, new_oncall, until)
     doc = compare(current, proposed, window, files)
-    doc["window"]["unreadable"] = recorded.unreadable
+    doc["window"]["unreadable"] = recorded.unreadable + current.unreadable
     if html is not None:
         from services.operator.whatif_html import whatif_html
 

@@ -35,7 +35,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     out["kim"].write_text(ONCALL.format(primary="kim"))
     out["lars"].write_text(ONCALL.format(primary="lars"))
     events = [opened(A), responded(A, timedelta(minutes=40)), opened(B, T0 + timedelta(hours=3))]
-    out["events"].write_text("".join(e.model_dump_json() + "\n" for e in events) + "not json\n")
+    bad = events[0].model_copy(update={"id": "bad-data", "data": {"ticket": "?"}})
+    lines = [e.model_dump_json() for e in [*events, bad]]
+    out["events"].write_text("\n".join([*lines, "not json", ""]))
     return out
 
 
@@ -69,13 +71,13 @@ def test_json_has_both_sides_per_metric_the_changes_and_pages_per_person(
     }
     assert doc["window"] | {"source": None} == {
         "source": None,
-        "events": 3,
+        "events": 4,  # envelopes read, the one with unusable data among them
         "first": T0.isoformat(),
         "last": (T0 + timedelta(hours=3)).isoformat(),
         "until": (T0 + timedelta(hours=3)).isoformat(),
         "tickets_without_clock": {"current": 0, "proposed": 0},
         "updates_of_tickets_opened_before": 0,
-        "unreadable": 1,
+        "unreadable": 2,  # the line that is no JSON, the opened without a ticket
     }
     assert doc["files"]["proposed"]["oncall"] == str(files["lars"])
 
