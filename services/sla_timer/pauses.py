@@ -1,0 +1,99 @@
+"""Paused SLA clocks: deadlines that exclude paused business time (pure; times passed in).
+
+A clock pauses while the helpdesk waits on the customer. Only the business time a pause
+overlaps (in the clock's own calendar) is given back: a pause over a night or a weekend
+gives back the open hours it covered, not its wall-clock length (erpnext#49414 added the
+whole wall-clock length). The deadline is always recomputed from the original start, the
+budget and every pause, so a reclassification or a recompute cannot forget a pause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from services.sla_timer.calendar import (
+    BusinessCalendar,
+    add_business_time,
+    business_time_between,
+)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got {value!r}")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Paused from `started_at` until `ended_at`; `ended_at` None means still paused."""
+
+    started_at: datetime
+    ended_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "started_at", _aware(self.started_at, "pause start"))
+        if self.ended_at is not None:
+            object.__setattr__(self, "ended_at", _aware(self.ended_at, "pause end"))
+            if self.ended_at < self.started_at:
+                raise ValueError(f"pause ends {self.ended_at} before it starts {self.started_at}")
+
+
+def merge_pauses(pauses: Iterable[Pause]) -> list[Pause]:
+    """Overlapping or touching pauses as one; an open pause swallows every later one.
+
+    Repeated "waiting on customer" requests must not count the same time twice.
+    """
+    merged: list[Pause] = []
+    for pause in sorted(pauses, key=lambda p: p.started_at):
+        last = merged[-1] if merged else None
+        if last is None or (last.ended_at is not None and pause.started_at > last.ended_at):
+            merged.append(pause)
+        elif last.ended_at is not None:
+            end = None if pause.ended_at is None else max(last.ended_at, pause.ended_at)
+            merged[-1] = Pause(last.started_at, end)
+    return merged
+
+
+def is_paused(pauses: Iterable[Pause]) -> bool:
+    return any(p.ended_at is None for p in pauses)
+
+
+def paused_deadline(
+    cal: BusinessCalendar, started_at: datetime, budget: timedelta, pauses: Iterable[Pause]
+) -> datetime | None:
+    """When `budget` of business time has run since `started_at`, not counting pauses.
+
+    None while paused (an open pause the budget has not run out before): the clock has
+    no deadline until it resumes. A budget that ran out before a pause began is not
+    revived by that pause; pauses before `started_at` give nothing back.
+    """
+    running_from = _aware(started_at, "started_at")
+    remaining = budget
+    for pause in merge_pauses(pauses):
+        if pause.ended_at is not None and pause.ended_at <= running_from:
+            continue
+        if pause.started_at > running_from:
+            ran = business_time_between(cal, running_from, pause.started_at)
+            if ran >= remaining:
+                break
+            remaining -= ran
+        if pause.ended_at is None:
+            return None
+        running_from = max(running_from, pause.ended_at)
+    return add_business_time(cal, running_from, remaining)
+
+
+def paused_business_time(
+    cal: BusinessCalendar, pauses: Iterable[Pause], now: datetime
+) -> timedelta:
+    """Business time inside the pauses up to `now` (what `sla explain` reports as given back)."""
+    now = _aware(now, "now")
+    total = timedelta(0)
+    for pause in merge_pauses(pauses):
+        end = now if pause.ended_at is None else min(pause.ended_at, now)
+        if end > pause.started_at:
+            total += business_time_between(cal, pause.started_at, end)
+    return total
