@@ -12,13 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.sla_timer.calendar import BusinessCalendar, add_business_time
+from services.sla_timer.calendar import BusinessCalendar, add_business_days, add_business_time
 from services.sla_timer.pauses import (
     Pause,
     is_paused,
     merge_pauses,
     paused_business_time,
     paused_deadline,
+    paused_deadlines,
 )
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -224,3 +225,40 @@ def test_naive_or_backwards_pauses_are_refused() -> None:
         Pause(datetime(2026, 3, 11, 10))
     with pytest.raises(ValueError, match="before it starts"):
         Pause(ams(2026, 3, 11, 10), ams(2026, 3, 11, 9))
+
+
+def test_paused_deadlines_without_pauses_are_the_unpaused_ones() -> None:
+    # Duration rule: Tue 16:00 + 4 h = Wed 11:30, warning 1 h before = Wed 10:30.
+    plain = (ams(2026, 3, 11, 11, 30), ams(2026, 3, 11, 10, 30))
+    assert paused_deadlines(NL, ams(2026, 3, 10, 16), *plain, []) == plain
+    # Business-days rule from before opening: Tue 08:00 + 1 day = Wed 09:00, an opening.
+    start = ams(2026, 3, 10, 8)
+    due = add_business_days(NL, start, 1)
+    assert due == ams(2026, 3, 11, 9)
+    assert paused_deadlines(NL, start, due, None, []) == (due, None)
+    # A zero-length pause gives nothing back and must not move that deadline to Tue 17:30.
+    still = [Pause(ams(2026, 3, 10, 12), ams(2026, 3, 10, 12))]
+    assert paused_deadlines(NL, start, due, None, still) == (due, None)
+
+
+def test_paused_deadlines_move_due_and_warning_alike() -> None:
+    # Tue 16:00, 4 h (due Wed 11:30), warning 1 h before (3 h: Wed 10:30). Paused Tue
+    # 17:00 -> Wed 10:00: due 1 h run + 3 h from 10:00 = 13:00; warning 1 h + 2 h = 12:00.
+    pause = Pause(ams(2026, 3, 10, 17), ams(2026, 3, 11, 10))
+    plain = (ams(2026, 3, 11, 11, 30), ams(2026, 3, 11, 10, 30))
+    moved = paused_deadlines(NL, ams(2026, 3, 10, 16), *plain, [pause])
+    assert moved == (ams(2026, 3, 11, 13), ams(2026, 3, 11, 12))
+    assert paused_deadlines(NL, ams(2026, 3, 10, 16), *plain, [Pause(pause.started_at)]) == (
+        None,
+        None,
+    )
+
+
+def test_a_business_days_budget_pauses_in_business_time() -> None:
+    # Tue 11:00 + 1 business day = Wed 11:00 (8.5 h). Paused Tue 15:00 -> Wed 09:30:
+    # runs 11:00-15:00 (4 h), 4.5 h left from Wed 09:30 -> Wed 14:00.
+    start = ams(2026, 3, 10, 11)
+    due = add_business_days(NL, start, 1)
+    assert due == ams(2026, 3, 11, 11)
+    pause = Pause(ams(2026, 3, 10, 15), ams(2026, 3, 11, 9, 30))
+    assert paused_deadlines(NL, start, due, None, [pause]) == (ams(2026, 3, 11, 14), None)
