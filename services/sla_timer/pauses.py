@@ -87,48 +87,6 @@ def paused_deadline(
     return add_business_time(cal, running_from, remaining)
 
 
-def paused_warning(
-    cal: BusinessCalendar,
-    started_at: datetime,
-    budget: timedelta,
-    pauses: Iterable[Pause],
-    warn: Warn,
-) -> datetime | None:
-    """The warn instant of a paused clock, as `compute_deadlines` has it without pauses.
-
-    `fraction`: once that share of the budget has run, pauses not counted. `before`:
-    the latest instant with that much running business time left before the paused
-    due (walked back over the pauses, so a warning never falls inside one), never before
-    counting starts. None while the due instant is unknown (paused).
-    """
-    if warn.fraction is not None:
-        return paused_deadline(cal, started_at, budget * warn.fraction, pauses)
-    assert warn.before is not None  # guaranteed by Warn
-    due = paused_deadline(cal, started_at, budget, pauses)
-    if due is None:
-        return None
-    counting = add_business_time(cal, started_at, timedelta(0))
-    return max(_back_over_pauses(cal, due, warn.before, pauses), counting)
-
-
-def _back_over_pauses(
-    cal: BusinessCalendar, due: datetime, lead: timedelta, pauses: Iterable[Pause]
-) -> datetime:
-    """The latest instant with `lead` of unpaused business time between it and `due`."""
-    end, remaining = due, lead
-    for pause in reversed(merge_pauses(pauses)):
-        if pause.started_at >= end:  # after the due (a budget that ran out first)
-            continue
-        assert pause.ended_at is not None  # an open pause before the due means no due
-        if pause.ended_at < end:
-            gap = business_time_between(cal, pause.ended_at, end)
-            if gap >= remaining:
-                break
-            remaining -= gap
-        end = pause.started_at
-    return subtract_business_time(cal, end, remaining)
-
-
 def paused_business_time(
     cal: BusinessCalendar, pauses: Iterable[Pause], now: datetime
 ) -> timedelta:
