@@ -2,7 +2,9 @@
 
 A clock is created by ticket.opened (if a policy rule matches), fires a warning and
 then a breach at their instants, and stops on the first agent response (met, or
-responded late after a breach), on exemption (no breach) or on resolution.
+responded late after a breach), on exemption (no breach) or on resolution. While the
+helpdesk waits on the customer the clock is paused (nothing fires); its deadlines are
+always recomputed from the unpaused ones and every pause (`services.sla_timer.pauses`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 from schemas.events import EventData, SlaBreached, SlaMet, SlaScheduled, SlaWarning
 from schemas.inbound import Severity
 from schemas.ticket import CallKind, Channel, SubmitterRole, Ticket
+from services.sla_timer.calendar import BusinessCalendar
+from services.sla_timer.pauses import Pause, is_paused, paused_deadlines
 from services.sla_timer.policy import Deadlines, Policy, compute_deadlines
 
 ClockState = Literal["running", "breached", "met", "responded_late", "exempted", "resolved"]
@@ -43,14 +47,27 @@ class Clock(BaseModel):
     warned: bool = False
     breached_at: AwareDatetime | None = None
     stopped_at: AwareDatetime | None = None
+    # Set on the first pause: due_at/warn_at as they were without any pause.
+    pauses: tuple[Pause, ...] = ()
+    unpaused_due_at: AwareDatetime | None = None
+    unpaused_warn_at: AwareDatetime | None = None
+
+    @property
+    def paused(self) -> bool:
+        return is_paused(self.pauses)
 
     def next_fire(self) -> datetime | None:
-        """The next instant something must fire, or None."""
-        if self.state != "running":
+        """The next instant something must fire, or None (also while paused)."""
+        if self.state != "running" or self.paused:
             return None
         if self.warn_at is not None and not self.warned and self.warn_at < self.due_at:
             return self.warn_at
         return self.due_at
+
+    def _resumed_pauses(self, at: datetime) -> tuple[Pause, ...]:
+        return tuple(
+            p if p.ended_at else Pause(p.started_at, max(at, p.started_at)) for p in self.pauses
+        )
 
     def _base(self) -> dict[str, object]:
         return {
@@ -115,7 +132,7 @@ def open_clock(ticket: Ticket, policy: Policy, correlation_id: str) -> Outcome |
 def fire_due(clock: Clock, now: datetime) -> Outcome:
     """Everything due by `now`: the warning before the breach when both are."""
     events: list[tuple[EventData, str]] = []
-    if clock.state != "running":
+    if clock.state != "running" or clock.paused:
         return clock, events
     if clock.warn_at is not None and not clock.warned and clock.warn_at <= now:
         if clock.warn_at < clock.due_at:
@@ -174,6 +191,9 @@ def reclassify(clock: Clock, severity: Severity, policy: Policy, at: datetime) -
     moved = moved.model_copy(
         update={"warned": clock.warned, "state": clock.state, "breached_at": clock.breached_at}
     )
+    if clock.pauses:  # GLPI forgets pauses on reclassification; the new budget keeps them
+        cal = policy.calendars[moved.calendar]
+        moved = _repause(moved, cal, clock.pauses, moved.due_at, moved.warn_at, at)
     return moved, [_scheduled(moved, f"reclassified:{at.astimezone(UTC).isoformat()}")]
 
 
@@ -181,6 +201,52 @@ def stop(clock: Clock, state: Literal["exempted", "resolved"], at: datetime) -> 
     if clock.state in STOPPED:
         return clock, []
     return clock.model_copy(update={"state": state, "stopped_at": at}), []
+
+
+def pause(clock: Clock, at: datetime) -> Outcome:
+    """Waiting on the customer: nothing fires until resumed. A stopped or breached clock,
+    or one already paused (a repeated request), is not affected. No event: the deadline
+    is unknown until the clock resumes, which schedules it anew."""
+    if clock.state != "running" or clock.paused:
+        return clock, []
+    update: dict[str, object] = {"pauses": (*clock.pauses, Pause(max(at, clock.started_at)))}
+    if not clock.pauses:
+        update |= {"unpaused_due_at": clock.due_at, "unpaused_warn_at": clock.warn_at}
+    return clock.model_copy(update=update), []
+
+
+def resume(clock: Clock, cal: BusinessCalendar, at: datetime) -> Outcome:
+    """The pause ends at `at`: due and warning move by the business time it overlapped."""
+    if clock.state != "running" or not clock.paused:
+        return clock, []
+    assert clock.unpaused_due_at is not None  # set by the first pause
+    resumed = clock._resumed_pauses(at)
+    moved = _repause(clock, cal, resumed, clock.unpaused_due_at, clock.unpaused_warn_at, at)
+    return moved, [_scheduled(moved, f"resumed:{at.astimezone(UTC).isoformat()}")]
+
+
+def _repause(
+    clock: Clock,
+    cal: BusinessCalendar,
+    pauses: tuple[Pause, ...],
+    due: datetime,
+    warn: datetime | None,
+    at: datetime,
+) -> Clock:
+    """`clock` with `pauses` over the unpaused `due`/`warn`. While paused, due_at says when
+    it would be due if resumed at `at` (events and `sla explain` need an instant)."""
+    as_if = clock.model_copy(update={"pauses": pauses})._resumed_pauses(at)
+    new_due, new_warn = paused_deadlines(cal, clock.started_at, due, warn, as_if)
+    assert new_due is not None  # no open pause in `as_if`
+    return clock.model_copy(
+        update={
+            "pauses": pauses,
+            "unpaused_due_at": due,
+            "unpaused_warn_at": warn,
+            "due_at": new_due,
+            "warn_at": new_warn,
+        }
+    )
 
 
 def _late_ms(due: datetime, now: datetime) -> int:

@@ -1,0 +1,104 @@
+"""Pause and resume on one SLA clock (pure), with the packaged 24/7 default policy.
+
+The default policy's email/super_admin rules: business_critical due 30 min after the
+start with a warning at 20 min; standard due at 60 min, warning at 45 min. On a 24/7
+calendar paused time is plain minutes, so every expected instant is START + minutes.
+Business-hours pause arithmetic is covered in test_sla_pauses.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from schemas.events import SlaScheduled
+from services.sla_timer.clock import Clock, fire_due, pause, reclassify, respond, resume
+from services.sla_timer.policy import Policy, load_policy
+from tests.unit.test_sla_clock import START, opened
+
+M = timedelta(minutes=1)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy(None)
+
+
+def at(minutes: int) -> datetime:
+    return START + minutes * M
+
+
+def resumed(policy: Policy, clock: Clock, minutes: int) -> tuple[Clock, list[object]]:
+    clock, events = resume(clock, policy.calendars[clock.calendar], at(minutes))
+    return clock, [data for data, _ in events]
+
+
+def test_a_paused_clock_fires_nothing_and_resuming_moves_due_and_warning(policy: Policy) -> None:
+    clock = opened(policy)
+    assert (clock.due_at, clock.warn_at) == (at(30), at(20))
+    paused, events = pause(clock, at(10))
+    assert events == [] and paused.paused and paused.next_fire() is None
+    assert fire_due(paused, at(60)) == (paused, [])  # nothing fires while waiting
+    # Paused 10 -> 25 min: 15 min given back, due 45, warning 35.
+    running, sent = resumed(policy, paused, 25)
+    assert (running.due_at, running.warn_at, running.paused) == (at(45), at(35), False)
+    assert running.next_fire() == at(35)
+    (scheduled,) = sent
+    assert isinstance(scheduled, SlaScheduled) and scheduled.due_at == at(45)
+
+
+def test_a_repeated_pause_request_is_the_same_pause(policy: Policy) -> None:
+    paused, _ = pause(opened(policy), at(10))
+    assert pause(paused, at(12)) == (paused, [])
+    running, _ = resumed(policy, paused, 25)
+    assert running.due_at == at(45)
+    assert resume(running, policy.calendars[running.calendar], at(28)) == (running, [])
+
+
+def test_two_pauses_add_up(policy: Policy) -> None:
+    # 10 -> 15 and 20 -> 30 min: 15 min given back, due 45.
+    clock, _ = resumed(policy, pause(opened(policy), at(10))[0], 15)
+    clock, _ = resumed(policy, pause(clock, at(20))[0], 30)
+    assert clock.due_at == at(45)
+    assert [p.ended_at for p in clock.pauses] == [at(15), at(30)]
+
+
+@pytest.mark.parametrize("order", ["pause first", "reclassify first"])
+def test_pause_and_reclassification_in_either_order(policy: Policy, order: str) -> None:
+    # Reclassified to standard (due 60, warning 45 unpaused) and paused 10 -> 25 min:
+    # due 75, warning 60, whichever came first.
+    clock = opened(policy)
+    if order == "pause first":
+        clock, _ = pause(clock, at(10))
+        clock, _ = reclassify(clock, "standard", policy, at(15))
+        # Still paused: due_at says when it would be due if resumed now (60 + 5).
+        assert clock.paused and clock.due_at == at(65) and clock.next_fire() is None
+    else:
+        clock, _ = reclassify(clock, "standard", policy, at(5))
+        clock, _ = pause(clock, at(10))
+    clock, _ = resumed(policy, clock, 25)
+    assert (clock.severity, clock.due_at, clock.warn_at) == ("standard", at(75), at(60))
+
+
+def test_reclassifying_a_resumed_clock_keeps_its_past_pause(policy: Policy) -> None:
+    clock, _ = resumed(policy, pause(opened(policy), at(10))[0], 25)
+    moved, _ = reclassify(clock, "standard", policy, at(30))
+    assert (moved.due_at, moved.warn_at) == (at(75), at(60))  # 60 + 15, 45 + 15
+
+
+def test_answered_or_breached_clocks_do_not_pause(policy: Policy) -> None:
+    answered, _ = respond(opened(policy), at(5))
+    assert pause(answered, at(10)) == (answered, [])
+    breached, _ = fire_due(opened(policy), at(31))
+    assert breached.state == "breached"
+    assert pause(breached, at(40)) == (breached, [])
+
+
+def test_pauses_survive_the_store_round_trip_and_old_rows_still_load(policy: Policy) -> None:
+    clock, _ = pause(opened(policy), at(10))
+    assert Clock.model_validate(clock.model_dump(mode="json")) == clock
+    old = opened(policy).model_dump(mode="json")
+    for key in ("pauses", "unpaused_due_at", "unpaused_warn_at"):
+        del old[key]
+    assert Clock.model_validate(old) == opened(policy)
