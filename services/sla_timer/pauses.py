@@ -20,6 +20,8 @@ from services.sla_timer.calendar import (
     is_open,
 )
 
+_TICK = timedelta(microseconds=1)  # the instant just before
+
 
 def _aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
@@ -121,7 +123,10 @@ def paused_deadlines(
             return None
         budget = business_time_between(cal, started_at, plain)
         moved = paused_deadline(cal, started_at, budget, pauses)
-        if moved is not None and is_open(cal, plain) and not is_open(cal, moved):
+        # Only a deadline sitting exactly at an opening: one that ran out at a closing
+        # stays at that closing, as `add_business_time` has it without pauses.
+        at_opening = is_open(cal, plain) and not is_open(cal, plain - _TICK)
+        if moved is not None and at_opening and not is_open(cal, moved):
             moved = add_business_time(cal, moved, timedelta(0))
         return moved
 

@@ -262,3 +262,13 @@ def test_a_business_days_budget_pauses_in_business_time() -> None:
     assert due == ams(2026, 3, 11, 11)
     pause = Pause(ams(2026, 3, 10, 15), ams(2026, 3, 11, 9, 30))
     assert paused_deadlines(NL, start, due, None, [pause]) == (ams(2026, 3, 11, 14), None)
+
+
+def test_a_duration_budget_running_out_at_closing_after_a_pause_stays_at_closing() -> None:
+    # Wed 09:00 + 4 h = Wed 13:00. Paused 10:00 -> 14:30: 1 h ran, 3 h left from 14:30 ->
+    # exactly 17:30, closing. Due Wed 17:30 as without pauses, not Thu 09:00 (a night later).
+    start = ams(2026, 3, 11, 9)
+    pause = Pause(ams(2026, 3, 11, 10), ams(2026, 3, 11, 14, 30))
+    plain = (ams(2026, 3, 11, 13), ams(2026, 3, 11, 12))
+    moved = (ams(2026, 3, 11, 17, 30), ams(2026, 3, 11, 16, 30))
+    assert paused_deadlines(NL, start, *plain, [pause]) == moved
