@@ -193,7 +193,7 @@ def reclassify(clock: Clock, severity: Severity, policy: Policy, at: datetime) -
     )
     if clock.pauses:  # GLPI forgets pauses on reclassification; the new budget keeps them
         cal = policy.calendars[moved.calendar]
-        moved = _repause(moved, cal, clock.pauses, moved.due_at, moved.warn_at, at)
+        moved = apply_pauses(moved, cal, clock.pauses, moved.due_at, moved.warn_at, at)
     return moved, [_scheduled(moved, f"reclassified:{at.astimezone(UTC).isoformat()}")]
 
 
@@ -221,11 +221,11 @@ def resume(clock: Clock, cal: BusinessCalendar, at: datetime) -> Outcome:
         return clock, []
     assert clock.unpaused_due_at is not None  # set by the first pause
     resumed = clock._resumed_pauses(at)
-    moved = _repause(clock, cal, resumed, clock.unpaused_due_at, clock.unpaused_warn_at, at)
+    moved = apply_pauses(clock, cal, resumed, clock.unpaused_due_at, clock.unpaused_warn_at, at)
     return moved, [_scheduled(moved, f"resumed:{at.astimezone(UTC).isoformat()}")]
 
 
-def _repause(
+def apply_pauses(
     clock: Clock,
     cal: BusinessCalendar,
     pauses: tuple[Pause, ...],

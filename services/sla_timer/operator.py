@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection
 
 from schemas.events import EventData, SlaScheduled
 from services.sla_timer.calendar import WEEKDAYS, BusinessCalendar
-from services.sla_timer.clock import Clock, ClockState, Outcome
+from services.sla_timer.clock import Clock, ClockState, Outcome, apply_pauses
 from services.sla_timer.explain import Segment, explain_span
 from services.sla_timer.policy import Policy, compute_deadlines
 from services.sla_timer.service import SlaTimer
@@ -343,6 +343,9 @@ def migrate_clock(clock: Clock, policy: Policy, now: datetime) -> Outcome:
             "warn_at": warn_at,
         }
     )
+    if clock.pauses:  # the recomputed deadline is start + budget + every pause
+        cal = policy.calendars[moved.calendar]
+        moved = apply_pauses(moved, cal, clock.pauses, due_at, warn_at, now)
     before = (clock.rule, clock.guaranteed, clock.calendar, clock.due_at, clock.warn_at)
     after = (moved.rule, moved.guaranteed, moved.calendar, moved.due_at, moved.warn_at)
     if before == after:

@@ -14,6 +14,7 @@ import pytest
 
 from schemas.events import SlaScheduled
 from services.sla_timer.clock import Clock, fire_due, pause, reclassify, respond, resume
+from services.sla_timer.operator import migrate_clock
 from services.sla_timer.policy import Policy, load_policy
 from tests.unit.test_sla_clock import START, opened
 
@@ -102,3 +103,14 @@ def test_pauses_survive_the_store_round_trip_and_old_rows_still_load(policy: Pol
     for key in ("pauses", "unpaused_due_at", "unpaused_warn_at"):
         del old[key]
     assert Clock.model_validate(old) == opened(policy)
+
+
+def test_sla_recompute_keeps_pauses(policy: Policy) -> None:
+    # Paused 10 -> 25 min: due 45. Recomputed under the same policy it stays 45 (not the
+    # unpaused 30) and nothing is announced; a clock still paused stays paused.
+    clock, _ = resumed(policy, pause(opened(policy), at(10))[0], 25)
+    assert migrate_clock(clock, policy, at(30)) == (clock, [])
+    paused, _ = pause(clock, at(35))
+    recomputed, _ = migrate_clock(paused, policy, at(40))
+    assert recomputed.paused and recomputed.next_fire() is None
+    assert recomputed.due_at == at(50)  # 30 + 15 + 5 so far, as if resumed at 40
