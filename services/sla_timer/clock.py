@@ -163,7 +163,10 @@ def respond(clock: Clock, at: datetime) -> Outcome:
     paged for a ticket that has been answered."""
     if clock.state not in ("running", "breached"):
         return clock, []
-    late = clock.state == "breached" or at > clock.due_at
+    # While paused the budget stopped running at the pause: a reply then is late only
+    # if the budget had already run out before the pause began.
+    counted_until = min([at, *(p.started_at for p in clock.pauses if p.ended_at is None)])
+    late = clock.state == "breached" or counted_until > clock.due_at
     outcome: Literal["met", "responded_late"] = "responded_late" if late else "met"
     met = SlaMet(**clock._base(), responded_at=at, outcome=outcome)
     stopped = clock.model_copy(update={"state": outcome, "stopped_at": at})
@@ -207,7 +210,8 @@ def pause(clock: Clock, at: datetime) -> Outcome:
     """Waiting on the customer: nothing fires until resumed. A stopped or breached clock,
     or one already paused (a repeated request), is not affected. No event: the deadline
     is unknown until the clock resumes, which schedules it anew."""
-    if clock.state != "running" or clock.paused:
+    if clock.state != "running" or clock.paused or at >= clock.due_at:
+        # Due already (the breach not fired yet): a pause must not hold the breach back.
         return clock, []
     update: dict[str, object] = {"pauses": (*clock.pauses, Pause(max(at, clock.started_at)))}
     if not clock.pauses:

@@ -114,3 +114,19 @@ def test_sla_recompute_keeps_pauses(policy: Policy) -> None:
     recomputed, _ = migrate_clock(paused, policy, at(40))
     assert recomputed.paused and recomputed.next_fire() is None
     assert recomputed.due_at == at(50)  # 30 + 15 + 5 so far, as if resumed at 40
+
+
+def test_a_reply_while_paused_is_on_time_if_budget_was_left_at_the_pause(policy: Policy) -> None:
+    # Due 30; paused at 25 with 5 min left; the agent answers at 40, still paused: met.
+    paused, _ = pause(opened(policy), at(25))
+    assert respond(paused, at(40))[0].state == "met"
+    # Resumed at 40 (due 45), answered at 50: late.
+    running, _ = resumed(policy, paused, 40)
+    assert respond(running, at(50))[0].state == "responded_late"
+
+
+def test_a_clock_already_due_does_not_pause_and_still_breaches(policy: Policy) -> None:
+    # Due 30, not fired yet at 31 (scheduler tick): the pause request changes nothing.
+    clock = opened(policy)
+    assert pause(clock, at(31)) == (clock, [])
+    assert fire_due(clock, at(32))[0].state == "breached"
