@@ -44,6 +44,7 @@ from schemas.events import EventData, SlaScheduled
 from services.sla_timer.calendar import WEEKDAYS, BusinessCalendar
 from services.sla_timer.clock import Clock, ClockState, Outcome, apply_pauses
 from services.sla_timer.explain import Segment, explain_span
+from services.sla_timer.pauses import Pause, paused_business_time
 from services.sla_timer.policy import Policy, compute_deadlines
 from services.sla_timer.service import SlaTimer
 from services.sla_timer.store import ClockStore, clocks
@@ -52,6 +53,7 @@ __all__ = [
     "CalendarInfo",
     "Explanation",
     "Moved",
+    "PauseInfo",
     "explain_clock",
     "migrate_clock",
     "recompute",
@@ -101,6 +103,17 @@ class CalendarInfo(BaseModel):
         return ", ".join(f"{day} {' '.join(ivs)}" for day, ivs in self.hours.items())
 
 
+class PauseInfo(BaseModel):
+    """One pause of the clock: `given_back` is the business time inside it (None while
+    still paused, or when the current policy lacks the clock's calendar)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None
+    given_back: timedelta | None
+
+
 class Explanation(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -129,8 +142,9 @@ class Explanation(BaseModel):
     breached_at: AwareDatetime | None
     stopped_at: AwareDatetime | None
     segments: list[Segment]
-    counted: timedelta  # business time from start to due: the counted segments
+    counted: timedelta  # business time from start to due: the counted segments, less pauses
     notes: list[str]
+    pauses: list[PauseInfo] = []
 
 
 def explain_clock(clock: Clock, policy: Policy) -> Explanation:
@@ -155,6 +169,12 @@ def explain_clock(clock: Clock, policy: Policy) -> Explanation:
     def local(value: datetime | None) -> datetime | None:
         return value.astimezone(cal.zone) if value is not None and cal is not None else None
 
+    pauses = _pause_infos(clock, cal)
+    if clock.paused:
+        notes.append(
+            "paused (waiting on the customer): nothing fires until it resumes; due at is "
+            "when it would be due had it resumed at the last update"
+        )
     warn = None
     if rule is not None and rule.warn is not None:
         if rule.warn.fraction is not None:
@@ -187,9 +207,25 @@ def explain_clock(clock: Clock, policy: Policy) -> Explanation:
         breached_at=clock.breached_at,
         stopped_at=clock.stopped_at,
         segments=segments,
-        counted=sum((s.duration for s in segments if s.kind == "counted"), timedelta(0)),
+        counted=sum((s.duration for s in segments if s.kind == "counted"), timedelta(0))
+        - sum((p.given_back for p in pauses if p.given_back is not None), timedelta(0)),
         notes=notes,
+        pauses=pauses,
     )
+
+
+def _pause_infos(clock: Clock, cal: BusinessCalendar | None) -> list[PauseInfo]:
+    def given_back(p: Pause) -> timedelta | None:
+        if cal is None or p.ended_at is None:
+            return None
+        # only what fell between start and due: the rest was never counted
+        begin, end = max(p.started_at, clock.started_at), min(p.ended_at, clock.due_at)
+        return paused_business_time(cal, [Pause(begin, end)], end) if begin < end else timedelta(0)
+
+    return [
+        PauseInfo(started_at=p.started_at, ended_at=p.ended_at, given_back=given_back(p))
+        for p in clock.pauses
+    ]
 
 
 def _duration_text(value: timedelta) -> str:
@@ -266,6 +302,10 @@ def render_explanation(expl: Explanation) -> RenderableType:
         facts.add_row("breached", _when(expl.breached_at, zone))
     if expl.stopped_at is not None:
         facts.add_row("stopped", _when(expl.stopped_at, zone))
+    for pause in expl.pauses:
+        back = "" if pause.given_back is None else f", {_duration_text(pause.given_back)} back"
+        until = _when(pause.ended_at, zone) if pause.ended_at else "still paused"
+        facts.add_row("paused", f"{_when(pause.started_at, zone)} -> {until}{back}")
     facts.add_row("counted", f"{_duration_text(expl.counted)} of business time, start to due")
 
     table = Table(

@@ -11,12 +11,26 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from rich.console import Console
 
 from schemas.events import SlaScheduled
-from services.sla_timer.clock import Clock, fire_due, pause, reclassify, respond, resume
-from services.sla_timer.operator import migrate_clock
+from services.sla_timer.clock import (
+    Clock,
+    fire_due,
+    open_clock,
+    pause,
+    reclassify,
+    respond,
+    resume,
+)
+from services.sla_timer.operator import (
+    Explanation,
+    explain_clock,
+    migrate_clock,
+    render_explanation,
+)
 from services.sla_timer.policy import Policy, load_policy
-from tests.unit.test_sla_clock import START, opened
+from tests.unit.test_sla_clock import AMS, START, opened, ticket
 
 M = timedelta(minutes=1)
 
@@ -130,3 +144,39 @@ def test_a_clock_already_due_does_not_pause_and_still_breaches(policy: Policy) -
     clock = opened(policy)
     assert pause(clock, at(31)) == (clock, [])
     assert fire_due(clock, at(32))[0].state == "breached"
+
+
+def test_sla_explain_shows_each_pause_and_counts_without_it(policy: Policy) -> None:
+    # not-super-admin: 1 business day on support-hours (Mon-Fri 09:00-17:30 Amsterdam),
+    # warning 1 h before. Opened Fri 27 Nov 16:00: due Mon 30 Nov 16:00, warning 15:00.
+    # Paused Fri 17:00 -> Mon 10:00: 0.5 h + 1 h given back, due Mon 17:30, warning 16:30.
+    created = datetime(2026, 11, 27, 16, tzinfo=AMS)
+    outcome = open_clock(ticket(role="user", severity="standard", created_at=created), policy, "c")
+    assert outcome is not None
+    clock, _ = pause(outcome[0], datetime(2026, 11, 27, 17, tzinfo=AMS))
+    open_expl = explain_clock(clock, policy)
+    assert [(p.ended_at, p.given_back) for p in open_expl.pauses] == [(None, None)]
+    assert any("paused" in note for note in open_expl.notes)
+    assert "still paused" in _rendered(open_expl)
+
+    clock, _ = resume(
+        clock, policy.calendars[clock.calendar], datetime(2026, 11, 30, 10, tzinfo=AMS)
+    )
+    assert clock.due_at == datetime(2026, 11, 30, 17, 30, tzinfo=AMS)
+    assert clock.warn_at == datetime(2026, 11, 30, 16, 30, tzinfo=AMS)
+    expl = explain_clock(clock, policy)
+    (shown,) = expl.pauses
+    assert shown.started_at == datetime(2026, 11, 27, 17, tzinfo=AMS)
+    assert shown.ended_at == datetime(2026, 11, 30, 10, tzinfo=AMS)
+    assert shown.given_back == timedelta(hours=1, minutes=30)
+    # Counted segments start to due: Fri 1.5 h + Mon 8.5 h = 10 h, less 1.5 h paused.
+    assert expl.counted == timedelta(hours=8, minutes=30)
+    assert expl.notes == []
+    text = _rendered(expl)
+    assert "paused" in text and "1h30m back" in text and "Fri 2026-11-27 17:00:00 CET" in text
+
+
+def _rendered(expl: Explanation) -> str:
+    console = Console(record=True, width=200)
+    console.print(render_explanation(expl))
+    return console.export_text()
