@@ -56,13 +56,26 @@ class Clock(BaseModel):
     def paused(self) -> bool:
         return is_paused(self.pauses)
 
+    @property
+    def paused_since(self) -> datetime | None:
+        """Start of the open pause: the budget stopped running then."""
+        return next((p.started_at for p in self.pauses if p.ended_at is None), None)
+
     def next_fire(self) -> datetime | None:
-        """The next instant something must fire, or None (also while paused)."""
-        if self.state != "running" or self.paused:
+        """The next instant something must fire, or None. While paused only what fell
+        due before the pause began (say, a reclassification shortened the budget)."""
+        if self.state != "running":
             return None
         if self.warn_at is not None and not self.warned and self.warn_at < self.due_at:
-            return self.warn_at
-        return self.due_at
+            fire = self.warn_at
+        else:
+            fire = self.due_at
+        return fire if self.ran_out_by(fire) else None
+
+    def ran_out_by(self, instant: datetime) -> bool:
+        """Whether running time reached `instant`: a budget stops at a pause's start."""
+        since = self.paused_since
+        return since is None or instant < since
 
     def _resumed_pauses(self, at: datetime) -> tuple[Pause, ...]:
         return tuple(
@@ -132,9 +145,13 @@ def open_clock(ticket: Ticket, policy: Policy, correlation_id: str) -> Outcome |
 def fire_due(clock: Clock, now: datetime) -> Outcome:
     """Everything due by `now`: the warning before the breach when both are."""
     events: list[tuple[EventData, str]] = []
-    if clock.state != "running" or clock.paused:
+    if clock.state != "running":
         return clock, events
-    if clock.warn_at is not None and not clock.warned and clock.warn_at <= now:
+
+    def due(instant: datetime) -> bool:
+        return instant <= now and clock.ran_out_by(instant)
+
+    if clock.warn_at is not None and not clock.warned and due(clock.warn_at):
         if clock.warn_at < clock.due_at:
             warning = SlaWarning(
                 **clock._base(),
@@ -144,7 +161,7 @@ def fire_due(clock: Clock, now: datetime) -> Outcome:
             )
             events.append((warning, f"warning:{clock.warn_at.isoformat()}"))
         clock = clock.model_copy(update={"warned": True})
-    if clock.due_at <= now:
+    if due(clock.due_at):
         breach = SlaBreached(
             **clock._base(),
             fired_at=now,
@@ -165,7 +182,7 @@ def respond(clock: Clock, at: datetime) -> Outcome:
         return clock, []
     # While paused the budget stopped running at the pause: a reply then is late only
     # if the budget had already run out before the pause began.
-    counted_until = min([at, *(p.started_at for p in clock.pauses if p.ended_at is None)])
+    counted_until = min(at, clock.paused_since or at)
     late = clock.state == "breached" or counted_until > clock.due_at
     outcome: Literal["met", "responded_late"] = "responded_late" if late else "met"
     met = SlaMet(**clock._base(), responded_at=at, outcome=outcome)
