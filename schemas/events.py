@@ -63,8 +63,36 @@ class TicketResolved(EventData):
     at: AwareDatetime
 
 
+class TicketPaused(EventData):
+    """The helpdesk waits on the customer (helpdesk `waiting_on_customer`)."""
+
+    ticket_id: TicketId
+    at: AwareDatetime
+    reason: str | None = None
+
+
+class TicketResumed(EventData):
+    """The wait on the customer ended (helpdesk `resumed`)."""
+
+    ticket_id: TicketId
+    at: AwareDatetime
+
+
+Metric = Literal["first_response", "next_reply", "periodic_update", "resolution"]
+METRICS: tuple[Metric, ...] = ("first_response", "next_reply", "periodic_update", "resolution")
+
+
 class _SlaData(EventData):
     ticket_id: TicketId
+    # Additive: a consumer that predates it reads every sla event as first_response's.
+    metric: Metric = Field(
+        default="first_response",
+        description="Which clock: first_response, next_reply (each customer follow-up), "
+        "periodic_update (agent updates while open) or resolution",
+    )
+    round: int = Field(
+        default=1, ge=1, description="next_reply and periodic_update: which reply or update"
+    )
     severity: Severity
     guaranteed: bool
     policy_rule: str
@@ -92,7 +120,9 @@ class SlaBreached(_SlaFired):
 
 
 class SlaMet(_SlaData):
-    responded_at: AwareDatetime
+    responded_at: AwareDatetime = Field(
+        description="When the metric was met: the agent reply or update, or the resolution"
+    )
     outcome: Literal["met", "responded_late"]
 
 
@@ -141,6 +171,8 @@ EVENT_TYPES: dict[str, tuple[type[EventData], str]] = {
     "support.ticket.reclassified": (TicketReclassified, "ticket.reclassified"),
     "support.ticket.exempted": (TicketExempted, "ticket.exempted"),
     "support.ticket.resolved": (TicketResolved, "ticket.resolved"),
+    "support.ticket.paused": (TicketPaused, "ticket.paused"),
+    "support.ticket.resumed": (TicketResumed, "ticket.resumed"),
     "support.sla.scheduled": (SlaScheduled, "sla.scheduled"),
     "support.sla.warning": (SlaWarning, "sla.warning"),
     "support.sla.breached": (SlaBreached, "sla.breached"),

@@ -176,7 +176,34 @@ class Acknowledged(_Update):
     by: str
 
 
-HelpdeskUpdate = Annotated[
-    FirstResponse | Reclassified | Exempted | Resolved | Acknowledged,
-    Field(discriminator="type"),
-]
+class AgentReply(_Update):
+    """A later agent reply or public update (the first is `first_response`)."""
+
+    type: Literal["agent_reply"]
+    agent: str
+
+
+class WaitingOnCustomer(_Update):
+    """The helpdesk waits on the customer: the clocks whose rule says so pause."""
+
+    type: Literal["waiting_on_customer"]
+    reason: str | None = None
+
+
+class Resumed(_Update):
+    """The wait on the customer is over (a customer reply also resumes, where configured)."""
+
+    type: Literal["resumed"]
+
+
+AnyHelpdeskUpdate = (
+    FirstResponse
+    | AgentReply
+    | Reclassified
+    | Exempted
+    | Resolved
+    | Acknowledged
+    | WaitingOnCustomer
+    | Resumed
+)
+HelpdeskUpdate = Annotated[AnyHelpdeskUpdate, Field(discriminator="type")]

@@ -23,27 +23,39 @@ from schemas.events import (
     EscalationAcknowledged,
     EventData,
     TicketExempted,
+    TicketPaused,
     TicketReclassified,
     TicketResolved,
     TicketResponded,
+    TicketResumed,
     make_event,
 )
 from schemas.inbound import (
     Acknowledged,
+    AgentReply,
+    AnyHelpdeskUpdate,
     Exempted,
     FirstResponse,
     Reclassified,
     Resolved,
+    Resumed,
+    WaitingOnCustomer,
 )
 from services.intake.timestamps import DEFAULT_MAX_SKEW, bound_future, warn_clamped
 
-Update = FirstResponse | Reclassified | Exempted | Resolved | Acknowledged
+Update = AnyHelpdeskUpdate
 
 
 def _data(update: Update, at: datetime) -> EventData:
     match update:
-        case FirstResponse():
+        # Every agent reply is one `ticket.responded`: the first stops first_response,
+        # each one stops a next_reply round and restarts periodic_update.
+        case FirstResponse() | AgentReply():
             return TicketResponded(ticket_id=update.ticket_id, at=at, agent=update.agent)
+        case WaitingOnCustomer():
+            return TicketPaused(ticket_id=update.ticket_id, at=at, reason=update.reason)
+        case Resumed():
+            return TicketResumed(ticket_id=update.ticket_id, at=at)
         case Reclassified():
             return TicketReclassified(
                 ticket_id=update.ticket_id,

@@ -15,21 +15,31 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from schemas.events import EventData, SlaBreached, SlaMet, SlaScheduled, SlaWarning
+from schemas.events import EventData, Metric, SlaBreached, SlaMet, SlaScheduled, SlaWarning
 from schemas.inbound import Severity
 from schemas.ticket import CallKind, Channel, SubmitterRole, Ticket
 from services.sla_timer.calendar import BusinessCalendar
 from services.sla_timer.pauses import Pause, is_paused, paused_deadlines
 from services.sla_timer.policy import Deadlines, Policy, compute_deadlines
 
-ClockState = Literal["running", "breached", "met", "responded_late", "exempted", "resolved"]
+# `idle`: a next_reply or periodic_update clock between rounds, nothing to count yet.
+ClockState = Literal["idle", "running", "breached", "met", "responded_late", "exempted", "resolved"]
 STOPPED = ("met", "responded_late", "exempted", "resolved")
+ENDED = ("exempted", "resolved")  # no round starts again
+
+
+def clock_key(ticket_id: str, metric: Metric) -> str:
+    """The store's key: the ticket id for first_response (as stored before there were
+    several metrics, so older stores need no migration), `<ticket>/<metric>` otherwise."""
+    return ticket_id if metric == "first_response" else f"{ticket_id}/{metric}"
 
 
 class Clock(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     ticket_id: str
+    metric: Metric = "first_response"
+    round: int = 1  # next_reply and periodic_update count their rounds from 1
     correlation_id: str
     channel: Channel
     role: SubmitterRole
@@ -51,6 +61,22 @@ class Clock(BaseModel):
     pauses: tuple[Pause, ...] = ()
     unpaused_due_at: AwareDatetime | None = None
     unpaused_warn_at: AwareDatetime | None = None
+    # From the rule: whether waiting on the customer pauses it, a customer reply resumes.
+    pause_on_wait: bool = True
+    resume_on_reply: bool = True
+    opened_at: AwareDatetime | None = None  # the ticket's create time (None: = started_at)
+    replied: bool = False  # an agent has replied on the ticket
+
+    @property
+    def key(self) -> str:
+        return clock_key(self.ticket_id, self.metric)
+
+    def cause(self, what: str) -> str:
+        """An event id's cause: first_response's as before metrics, the others' prefixed
+        with metric and round (each round's warning and breach are events of their own)."""
+        if self.metric == "first_response":
+            return what
+        return f"{self.metric}:{self.round}:{what}"
 
     @property
     def paused(self) -> bool:
@@ -85,6 +111,8 @@ class Clock(BaseModel):
     def _base(self) -> dict[str, object]:
         return {
             "ticket_id": self.ticket_id,
+            "metric": self.metric,
+            "round": self.round,
             "severity": self.severity,
             "guaranteed": self.guaranteed,
             "policy_rule": self.rule,
@@ -98,13 +126,22 @@ Outcome = tuple[Clock, list[tuple[EventData, str]]]  # new clock, (event, id cau
 
 
 def _from_deadlines(
-    ticket_id: str, correlation_id: str, facts: Mapping[str, object], d: Deadlines
+    ticket_id: str,
+    correlation_id: str,
+    facts: Mapping[str, object],
+    d: Deadlines,
+    carried: Mapping[str, object] | None = None,
 ) -> Clock:
+    """A running clock for `d`; `carried`: fields kept from the clock it replaces."""
     return Clock.model_validate(
         {
             "ticket_id": ticket_id,
             "correlation_id": correlation_id,
+            **(carried or {}),
             **facts,
+            "metric": d.metric,
+            "pause_on_wait": d.pause,
+            "resume_on_reply": d.resume_on_reply,
             "rule": d.rule,
             "guaranteed": d.guaranteed,
             "calendar": d.calendar,
@@ -122,7 +159,9 @@ def _scheduled(clock: Clock, why: str) -> tuple[EventData, str]:
     data = SlaScheduled(**clock._base(), warn_at=clock.warn_at, calendar=clock.calendar)
     return (
         data,
-        f"scheduled:{why}:{clock.policy_version}:{clock.severity}:{clock.due_at.isoformat()}",
+        clock.cause(
+            f"scheduled:{why}:{clock.policy_version}:{clock.severity}:{clock.due_at.isoformat()}"
+        ),
     )
 
 
@@ -139,7 +178,7 @@ def open_clock(ticket: Ticket, policy: Policy, correlation_id: str) -> Outcome |
     if deadlines is None:
         return None
     clock = _from_deadlines(ticket.ticket_id, correlation_id, facts, deadlines)
-    return clock, [_scheduled(clock, "opened")]
+    return clock.model_copy(update={"opened_at": clock.started_at}), [_scheduled(clock, "opened")]
 
 
 def fire_due(clock: Clock, now: datetime) -> Outcome:
@@ -159,7 +198,7 @@ def fire_due(clock: Clock, now: datetime) -> Outcome:
                 fired_at=now,
                 lateness_ms=_late_ms(clock.warn_at, now),
             )
-            events.append((warning, f"warning:{clock.warn_at.isoformat()}"))
+            events.append((warning, clock.cause(f"warning:{clock.warn_at.isoformat()}")))
         clock = clock.model_copy(update={"warned": True})
     if due(clock.due_at):
         breach = SlaBreached(
@@ -167,7 +206,7 @@ def fire_due(clock: Clock, now: datetime) -> Outcome:
             fired_at=now,
             lateness_ms=_late_ms(clock.due_at, now),
         )
-        events.append((breach, f"breach:{clock.due_at.isoformat()}"))
+        events.append((breach, clock.cause(f"breach:{clock.due_at.isoformat()}")))
         clock = clock.model_copy(update={"state": "breached", "breached_at": now})
     return clock, events
 
@@ -187,7 +226,7 @@ def respond(clock: Clock, at: datetime) -> Outcome:
     outcome: Literal["met", "responded_late"] = "responded_late" if late else "met"
     met = SlaMet(**clock._base(), responded_at=at, outcome=outcome)
     stopped = clock.model_copy(update={"state": outcome, "stopped_at": at})
-    return stopped, [(met, "met")]
+    return stopped, [(met, clock.cause("met"))]
 
 
 def reclassify(clock: Clock, severity: Severity, policy: Policy, at: datetime) -> Outcome:
@@ -202,15 +241,25 @@ def reclassify(clock: Clock, severity: Severity, policy: Policy, at: datetime) -
         "call_kind": clock.call_kind,
         "premium": clock.premium,
     }
-    deadlines = compute_deadlines(policy, started_at=clock.started_at, **facts)  # type: ignore[arg-type]
+    deadlines = compute_deadlines(
+        policy,
+        started_at=clock.started_at,
+        metric=clock.metric,
+        **facts,  # type: ignore[arg-type]
+    )
     if deadlines is None:  # the new severity has no clock: stop without a breach
         stopped = {"state": "exempted", "severity": severity, "stopped_at": at}
         return clock.model_copy(update=stopped), []
-    moved = _from_deadlines(clock.ticket_id, clock.correlation_id, facts, deadlines)
     # A warning or breach already sent is a fact: never sent twice for one clock.
-    moved = moved.model_copy(
-        update={"warned": clock.warned, "state": clock.state, "breached_at": clock.breached_at}
-    )
+    carried = {
+        "round": clock.round,
+        "opened_at": clock.opened_at,
+        "replied": clock.replied,
+        "warned": clock.warned,
+        "state": clock.state,
+        "breached_at": clock.breached_at,
+    }
+    moved = _from_deadlines(clock.ticket_id, clock.correlation_id, facts, deadlines, carried)
     if clock.pauses:  # GLPI forgets pauses on reclassification; the new budget keeps them
         cal = policy.calendars[moved.calendar]
         moved = apply_pauses(moved, cal, clock.pauses, moved.due_at, moved.warn_at, at)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
+from schemas.events import Metric
 from schemas.inbound import Severity
 from schemas.ticket import CallKind, Channel, SubmitterRole, Ticket
 from services.runtime.yaml_files import ConfigFileError, YamlInvalid, validate_yaml
@@ -70,6 +71,9 @@ class Deadlines:
     due_at: datetime
     warn_at: datetime | None
     policy_version: str
+    metric: Metric = "first_response"
+    pause: bool = True
+    resume_on_reply: bool = True
 
 
 def default_policy_text() -> str:
@@ -113,10 +117,11 @@ def match_rule(
     severity: Severity,
     call_kind: CallKind | None,
     premium: bool,
+    metric: Metric = "first_response",
 ) -> Rule | None:
-    """The first rule whose match fits, or None."""
+    """The first rule of `metric` whose match fits, or None."""
     for rule in policy.rules:
-        if rule.match.matches(
+        if rule.applies_to(metric) and rule.match.matches(
             channel=channel, role=role, severity=severity, call_kind=call_kind, premium=premium
         ):
             return rule
@@ -132,12 +137,20 @@ def compute_deadlines(
     call_kind: CallKind | None,
     premium: bool,
     started_at: datetime,
+    metric: Metric = "first_response",
 ) -> Deadlines | None:
-    """The clock for these facts, or None when the first matching rule has no clock."""
+    """The clock of `metric` for these facts, or None when the first matching rule of
+    that metric has no clock."""
     if started_at.tzinfo is None or started_at.utcoffset() is None:
         raise ValueError(f"started_at must be timezone-aware, got {started_at!r}")
     rule = match_rule(
-        policy, channel=channel, role=role, severity=severity, call_kind=call_kind, premium=premium
+        policy,
+        channel=channel,
+        role=role,
+        severity=severity,
+        call_kind=call_kind,
+        premium=premium,
+        metric=metric,
     )
     if rule is None or not rule.clock:
         return None
@@ -164,6 +177,9 @@ def compute_deadlines(
         due_at=due,
         warn_at=warn_at,
         policy_version=policy.version,
+        metric=metric,
+        pause=rule.pause,
+        resume_on_reply=rule.resume_on_reply,
     )
 
 

@@ -1,8 +1,10 @@
 """The SLA policy as pydantic models (the policy file's shape; loading is in `policy`).
 
 A policy has a `version` (pinned into every clock), named `calendars` and an ordered
-list of `rules`. The first rule whose `match` fits a ticket decides its clock; a rule
-with `clock: false` (or no matching rule at all) means no clock.
+list of `rules`. Each rule is for one or more `metric`s (first_response when absent: the
+policies from before there were several). For each metric, the first rule of that metric
+whose `match` fits a ticket decides its clock; a rule with `clock: false` (or no
+matching rule at all) means no clock of that metric.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.events import METRICS, Metric
 from schemas.inbound import Severity
 from schemas.ticket import CallKind, Channel, SubmitterRole
 from services.sla_timer.calendar import BusinessCalendar, LocatedError
@@ -79,12 +82,27 @@ class Warn(_Model):
 
 class Rule(_Model):
     name: str = Field(min_length=1)
+    metric: tuple[Metric, ...] = ("first_response",)
     match: Match = Field(default_factory=Match)
     clock: bool = True
     budget: Budget | None = None
     calendar: str | None = None
     kind: ClockKind | None = None
     warn: Warn | None = None
+    # While the helpdesk waits on the customer the clock stops (only the business time
+    # the wait overlapped is given back), and a customer reply ends the wait.
+    pause: bool = True
+    resume_on_reply: bool = True
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metrics(cls, value: Any) -> Any:
+        if value == "all":
+            return METRICS
+        return [value] if isinstance(value, str) else value
+
+    def applies_to(self, metric: Metric) -> bool:
+        return metric in self.metric
 
     @model_validator(mode="after")
     def _complete(self) -> Rule:

@@ -1,11 +1,12 @@
 """sla_timer's edge: ticket events in, clocks in the store, sla events out via the outbox.
 
 `handle_batch` runs on the consume loop with a turn's worth of deliveries: it loads their
-clocks in one query, applies each event to its clock (pure, in order), and writes the
-clocks, the events they cause (the outbox) and the processed ids in ONE transaction; the
-runtime acks the whole batch once it committed (group commit). An event that cannot
-touch a clock (`ticket.updated`) costs no write at all. `fire` runs on the scheduler
-thread (due clocks into the outbox); the outbox relay publishes with confirms.
+tickets' clocks (one per metric) in one query, applies each event to them (pure, in
+order, `ticket_clocks.apply`), and writes the clocks, the events they cause (the outbox)
+and the processed ids in ONE transaction; the runtime acks the whole batch once it
+committed (group commit). An event that cannot touch a clock costs no write at all.
+`fire` runs on the scheduler thread (due clocks into the outbox); the outbox relay
+publishes with confirms.
 """
 
 from __future__ import annotations
@@ -18,38 +19,37 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from schemas.events import (
+    METRICS,
     CloudEvent,
     EventData,
     SlaBreached,
     SlaWarning,
-    TicketExempted,
     TicketOpened,
-    TicketReclassified,
-    TicketResolved,
-    TicketResponded,
+    TicketUpdated,
     make_event,
 )
 from services.runtime.consumer import Result
 from services.runtime.errors import PermanentError, PipelineError
 from services.runtime.events import now_utc, parse_event
 from services.runtime.messages import Inbound, Outgoing
-from services.sla_timer.clock import Clock, Outcome, fire_due, open_clock, reclassify, respond, stop
+from services.sla_timer.calendar import BusinessCalendar
+from services.sla_timer.clock import Clock, Outcome, clock_key, fire_due
 from services.sla_timer.metrics import SlaMetrics
 from services.sla_timer.policy import Policy
 from services.sla_timer.store import ClockStore
+from services.sla_timer.ticket_clocks import UPDATES, Emitted, TicketClocks, apply, open_ticket
 
 SERVICE = "sla_timer"
-UPDATES = TicketResponded | TicketReclassified | TicketExempted | TicketResolved
 
 
 @dataclass
 class _Batch:
     """What one batch changes, written in one transaction at its end."""
 
-    clocks: dict[str, Clock]
+    clocks: dict[str, TicketClocks]  # by ticket
     early: dict[str, list[str]]
-    new: set[str] = field(default_factory=set)
-    changed: set[str] = field(default_factory=set)
+    new: set[str] = field(default_factory=set)  # clock keys
+    changed: dict[str, Clock] = field(default_factory=dict)  # by clock key
     outbox: list[dict[str, Any]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
     parked: list[dict[str, str]] = field(default_factory=list)
@@ -97,8 +97,11 @@ class SlaTimer:
         with self.store.transaction() as conn:
             seen = self.store.seen_many(conn, [event.id for _, event, _ in todo])
             tickets = {event.subject for _, event, _ in todo}
-            stored = self.store.load_many(conn, tickets, lock=True)
-            clocks = {tid: Clock.model_validate(data) for tid, data in stored.items()}
+            keys = [clock_key(t, m) for t in tickets for m in METRICS]
+            clocks: dict[str, TicketClocks] = {}
+            for stored in self.store.load_many(conn, keys, lock=True).values():
+                clock = Clock.model_validate(stored)
+                clocks.setdefault(clock.ticket_id, {})[clock.metric] = clock
             opening = {e.subject for _, e, d in todo if isinstance(d, TicketOpened)} - set(clocks)
             batch = _Batch(clocks, self.store.early_for(conn, opening))
             for i, event, data in todo:
@@ -122,39 +125,39 @@ class SlaTimer:
         """One event against the batch's clocks; raises before changing anything."""
         ticket_id = event.subject
         current = batch.clocks.get(ticket_id)
-        outcomes: list[Outcome] = []
+        clocks: TicketClocks | None = None
+        emitted: Emitted = []
         if isinstance(data, TicketOpened):
-            if current is None:  # a second opened for the ticket: the first one set the clock
-                opened = open_clock(data.ticket, self.policy, event.correlationid)
-                if opened is not None:
-                    outcomes.append(opened)
-                    for body in batch.early.get(ticket_id, []):
-                        early = CloudEvent.model_validate_json(body)
-                        outcomes.append(self._update(outcomes[-1][0], early.parsed()))
+            if current is None:  # a second opened for the ticket: the first one set the clocks
+                clocks, emitted = open_ticket(data.ticket, self.policy, event.correlationid)
+                for body in batch.early.get(ticket_id, []) if clocks else []:
+                    early = CloudEvent.model_validate_json(body)
+                    clocks, more = self._update(clocks, early.parsed())
+                    emitted += more
         elif current is None:
-            # NOTE: events can overtake each other (redelivery, replicas): keep the
-            # update and apply it when its ticket.opened arrives.
-            body = event.model_dump_json()
-            batch.parked.append({"event_id": event.id, "ticket_id": ticket_id, "body": body})
-            batch.early.setdefault(ticket_id, []).append(body)
+            if not isinstance(data, TicketUpdated):  # a follow-up before opened: no clock yet
+                # NOTE: events can overtake each other (redelivery, replicas): keep the
+                # update and apply it when its ticket.opened arrives.
+                body = event.model_dump_json()
+                batch.parked.append({"event_id": event.id, "ticket_id": ticket_id, "body": body})
+                batch.early.setdefault(ticket_id, []).append(body)
         else:
-            outcomes.append(self._update(current, data))
-        events = [
-            self._outbox_row(clock, d, cause, now) for clock, evs in outcomes for d, cause in evs
-        ]
+            clocks, emitted = self._update(current, data)
         batch.seen.append(event.id)
-        if not outcomes:
+        if not clocks:
             return
         if current is None:
-            batch.new.add(ticket_id)
             batch.opened.append(ticket_id)
-        if outcomes[-1][0] != current:
-            batch.clocks[ticket_id] = outcomes[-1][0]
-            batch.changed.add(ticket_id)
-        batch.outbox.extend(events)
+        for metric, clock in clocks.items():
+            if current is None or metric not in current:
+                batch.new.add(clock.key)
+            if current is None or current.get(metric) != clock:
+                batch.changed[clock.key] = clock
+        batch.clocks[ticket_id] = clocks
+        batch.outbox.extend(self._outbox_row(c, d, cause, now) for c, d, cause in emitted)
 
     def _write(self, conn: Connection, batch: _Batch, now: datetime) -> None:
-        rows = [self._row(batch.clocks[tid], now) for tid in sorted(batch.changed)]
+        rows = [self._row(batch.changed[key], now) for key in sorted(batch.changed)]
         self.store.insert_many(conn, [r for r in rows if r["ticket_id"] in batch.new])
         self.store.update_many(conn, [r for r in rows if r["ticket_id"] not in batch.new])
         self.store.add_outbox_many(conn, batch.outbox)
@@ -169,7 +172,7 @@ class SlaTimer:
         row = self._row(clock, now)
         self.store.save(
             conn,
-            clock.ticket_id,
+            clock.key,
             row["data"],
             state=clock.state,
             next_fire_at=row["next_fire_at"],
@@ -179,17 +182,16 @@ class SlaTimer:
         self.store.add_outbox_many(conn, [self._outbox_row(clock, d, c, now) for d, c in events])
         return clock
 
-    def _update(self, clock: Clock, data: EventData) -> Outcome:
-        match data:
-            case TicketResponded():
-                return respond(clock, data.at)
-            case TicketReclassified():
-                return reclassify(clock, data.severity, self.policy, data.at)
-            case TicketExempted():
-                return stop(clock, "exempted", data.at)
-            case TicketResolved():
-                return stop(clock, "resolved", data.at)
-        return clock, []
+    def _update(self, clocks: TicketClocks, data: EventData) -> tuple[TicketClocks, Emitted]:
+        return apply(clocks, data, self.policy, self._calendar)
+
+    def _calendar(self, clock: Clock) -> BusinessCalendar:
+        try:
+            return self.policy.calendars[clock.calendar]
+        except KeyError:  # the policy was changed under a clock: dead-letter with a reason
+            raise ValueError(
+                f"calendar {clock.calendar!r} of {clock.key} is not in policy {self.policy.version}"
+            ) from None
 
     def _outbox_row(
         self, clock: Clock, data: EventData, cause: str, now: datetime
@@ -229,7 +231,7 @@ class SlaTimer:
     @staticmethod
     def _row(clock: Clock, now: datetime) -> dict[str, Any]:
         return {
-            "ticket_id": clock.ticket_id,
+            "ticket_id": clock.key,  # the store's key column (see clock_key)
             "state": clock.state,
             "next_fire_at": clock.next_fire(),
             "policy_version": clock.policy_version,

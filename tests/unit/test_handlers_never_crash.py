@@ -28,9 +28,11 @@ from schemas.events import (
     SlaWarning,
     TicketExempted,
     TicketOpened,
+    TicketPaused,
     TicketReclassified,
     TicketResolved,
     TicketResponded,
+    TicketResumed,
     TicketUpdated,
     make_event,
 )
@@ -140,6 +142,10 @@ def event_data(draw: Any) -> EventData:
         return TicketExempted(ticket_id=TID, at=at, reason=draw(texts))
     if model is TicketResolved:
         return TicketResolved(ticket_id=TID, at=at)
+    if model is TicketPaused:
+        return TicketPaused(ticket_id=TID, at=at, reason=draw(st.none() | texts))
+    if model is TicketResumed:
+        return TicketResumed(ticket_id=TID, at=at)
     if model is EscalationAcknowledged:
         return EscalationAcknowledged(ticket_id=TID, at=at, by=draw(st.sampled_from(["kim", "x"])))
     if model in (SlaWarning, SlaBreached):
