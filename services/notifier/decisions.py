@@ -15,11 +15,17 @@ following the on-call file's `notify` rules (defaults from the issue):
 - `escalation.acknowledged`: acknowledge each page that was triggered, on the same
   paging webhook (`acknowledged.<reason paged>`); `sla.met` and `ticket.resolved`:
   resolve each (`resolved.<reason paged>`).
+- The clocks of the other metrics (next_reply, periodic_update, resolution) follow
+  `notify.metrics.<metric>` (by default nobody is paged for them, see
+  `MetricNotifyRules`); their reasons name the metric and, for next_reply and
+  periodic_update, the round (`missed_next_reply_2`), so each round is told once. Their
+  `sla.met` resolves only their own pages; a first response met does not stop them.
 
 A level with nobody on call becomes a team digest notice at that level (when there is a
 team channel; `coverage_gaps` finds such hours ahead).
 A person on several levels is notified once, at the lowest. A closed ticket (met,
-resolved, exempted) gets no new triggers. Who is on call is resolved at `now`: pass the
+resolved, exempted) gets no new first-response triggers; a resolved or exempted one
+none at all. Who is on call is resolved at `now`: pass the
 event's own time (the CloudEvent `time`, as `decide_event` does) so a redelivered event
 routes to the same people and the ledger (one send per `notification_key`) keeps it at
 one page per person and reason.
@@ -76,7 +82,7 @@ class Notification(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ticket_id: TicketId
-    reason: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")
+    reason: str = Field(pattern=r"^[a-z]+(_[a-z0-9_]+)?(\.[a-z]+(_[a-z0-9_]+)?)?$")
     level: int = Field(ge=0)
     person: str
     channel: NotifyChannel
@@ -110,22 +116,38 @@ class Notification(BaseModel):
         return f"{self.ticket_id}:{self.reason}:{self.level}:{self.person}:{self.channel}"
 
 
+def reason_word(reason: str) -> str:
+    """`breached` of `breached`, `breached_next_reply_2` and `resolved.breached`'s base."""
+    return reason.split(".")[0].split("_", 1)[0]
+
+
+def sla_reason(word: str, data: SlaWarning | SlaBreached | SlaMet) -> str:
+    """The reason of a trigger from an sla event: first_response's as before metrics."""
+    if data.metric == "first_response":
+        return word
+    if data.metric == "resolution":
+        return f"{word}_resolution"
+    return f"{word}_{data.metric}_{data.round}"
+
+
 def _trigger(data: EventData, notes: TicketNotes, oncall: OnCall) -> tuple[str, NotifyRule] | None:
-    rules = oncall.notify
     match data:
         case TicketOpened(ticket=ticket) if ticket.premium:
             severity = notes.severity or ticket.severity
             if severity == "business_critical":
-                return "opened", rules.opened_business_critical
-            return "opened", rules.opened_standard
+                return "opened", oncall.notify.opened_business_critical
+            return "opened", oncall.notify.opened_standard
         case SlaWarning(guaranteed=guaranteed):
-            return "warning", rules.warning_guaranteed if guaranteed else rules.warning_target
+            rules = oncall.notify.of(data.metric)
+            rule = rules.warning_guaranteed if guaranteed else rules.warning_target
+            return sla_reason("warning", data), rule
         case SlaBreached(guaranteed=False):
-            return "missed", rules.missed_target
+            return sla_reason("missed", data), oncall.notify.of(data.metric).missed_target
         case SlaBreached(severity="business_critical"):
-            return "breached", rules.breached_business_critical
+            rule = oncall.notify.of(data.metric).breached_business_critical
+            return sla_reason("breached", data), rule
         case SlaBreached():
-            return "breached", rules.breached_standard
+            return sla_reason("breached", data), oncall.notify.of(data.metric).breached_standard
     return None
 
 
@@ -195,11 +217,25 @@ def _team(ticket_id: str, reason: str, level: int) -> Notification:
     )
 
 
-def _follow_up(notes: TicketNotes, action: Action, oncall: OnCall) -> list[Notification]:
+def _of_met(reason: str, met: SlaMet | None) -> bool:
+    """Whether a page's `reason` is stopped by `met` (None: by anything, the ticket closed).
+    first_response's met stops its own pages and `opened`; another metric's, its round's."""
+    if met is None:
+        return True
+    if met.metric == "first_response":
+        return "_" not in reason
+    return reason.split("_", 1)[-1] == sla_reason("x", met).split("_", 1)[-1]
+
+
+def _follow_up(
+    notes: TicketNotes, action: Action, oncall: OnCall, met: SlaMet | None = None
+) -> list[Notification]:
     """`acknowledge` or `resolve` each page that was triggered, on the same webhook."""
     word = "acknowledged" if action == "acknowledge" else "resolved"
     out: list[Notification] = []
     for page in notes.pages:
+        if not _of_met(page.reason, met):
+            continue
         person = oncall.person(page.person)
         if person is None or person.paging_webhook is None:
             continue  # removed from the on-call file since: nothing to send to
@@ -215,6 +251,13 @@ def _follow_up(notes: TicketNotes, action: Action, oncall: OnCall) -> list[Notif
             )
         )
     return out
+
+
+STOPPED_BY_MET = ("met", "responded_late")  # first response given: later metrics still count
+
+
+def _other_metric(data: EventData) -> bool:
+    return isinstance(data, SlaWarning | SlaBreached) and data.metric != "first_response"
 
 
 def decide(
@@ -235,9 +278,11 @@ def decide(
     notes = note_event(notes, data)
     if isinstance(data, EscalationAcknowledged):
         return _follow_up(notes, "acknowledge", oncall)
-    if isinstance(data, SlaMet | TicketResolved):
+    if isinstance(data, SlaMet):
+        return _follow_up(notes, "resolve", oncall, data)
+    if isinstance(data, TicketResolved):
         return _follow_up(notes, "resolve", oncall)
-    if notes.closed is not None:
+    if notes.closed is not None and not (_other_metric(data) and notes.closed in STOPPED_BY_MET):
         return []
     found = _trigger(data, notes, oncall)
     if found is None:

@@ -19,7 +19,7 @@ from services.notifier.channels import (
     SmtpChannel,
     WebhookChannel,
 )
-from services.notifier.decisions import TEAM, Notification
+from services.notifier.decisions import TEAM, Notification, reason_word
 from services.notifier.notes import TicketNotes
 from services.notifier.oncall import OnCall
 from services.notifier.render import (
@@ -53,7 +53,7 @@ def ack_url(links: AckLinks | None, n: Notification, now: datetime) -> str | Non
     for the team channel, and for follow-ups (acknowledged, resolved)."""
     if links is None or n.person == TEAM or n.action not in ("trigger", "notify"):
         return None
-    if n.reason.split(".")[0] not in ACKNOWLEDGEABLE:
+    if reason_word(n.reason) not in ACKNOWLEDGEABLE:
         return None
     return links.url(n.ticket_id, n.person, n.notification_key, now)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.notifier.decisions import TEAM, Notification
+from services.notifier.decisions import TEAM, Notification, reason_word
 from services.notifier.notes import TicketNotes
 from services.notifier.oncall_model import OnCall
 
@@ -85,11 +85,32 @@ def recipient_of(n: Notification, oncall: OnCall) -> tuple[str, ZoneInfo]:
     return person.name, person.zone
 
 
+_METRIC_HEADLINES = {
+    "warning": "Reminder: {metric} due soon",
+    "breached": "SLA breached: {metric}",
+    "missed": "{Metric} target missed",
+}
+_METRIC_NAMES = {"next_reply": "next reply", "periodic_update": "periodic update"}
+
+
+def metric_of(reason: str) -> str | None:
+    """`next_reply` of `missed_next_reply_2`, `resolution` of `breached_resolution`;
+    None for first_response's reasons (no metric in them)."""
+    base = reason.split(".")[0]
+    if "_" not in base:
+        return None
+    return base.split("_", 1)[1].rstrip("0123456789").rstrip("_")
+
+
 def headline_of(n: Notification, notes: TicketNotes) -> str:
-    base = n.reason.split(".")[0]
+    base = reason_word(n.reason)
     if base == "opened" and notes.severity != "business_critical":
         return "Ticket opened"
     text = _HEADLINES.get(base, base.replace("_", " ").capitalize())
+    metric = metric_of(n.reason)
+    if metric is not None and base in _METRIC_HEADLINES:
+        name = _METRIC_NAMES.get(metric, metric)
+        text = _METRIC_HEADLINES[base].format(metric=name, Metric=name.capitalize())
     if n.person == TEAM and n.level > 0 and base != "undelivered":
         text += f" (nobody on call at level {n.level})"
     return text
@@ -102,13 +123,16 @@ def link_of(notes: TicketNotes, oncall: OnCall) -> str | None:
     return oncall.link_template.format(ticket_id=notes.ticket_id, portal_id=portal or "")
 
 
-def _deadline(notes: TicketNotes, zone: ZoneInfo, now: datetime) -> tuple[str, str, bool]:
-    if notes.due_at is None:
+def _deadline(
+    notes: TicketNotes, zone: ZoneInfo, now: datetime, metric: str | None
+) -> tuple[str, str, bool]:
+    due = notes.due_at if metric is None else notes.metric_due.get(metric)
+    if due is None:
         return "no deadline known", "", False
-    local = notes.due_at.astimezone(zone)
+    local = due.astimezone(zone)
     when = f"{local:%a %d %b %Y %H:%M} {local.tzname()} ({zone.key})"
-    left = notes.due_at - now
-    if notes.closed is not None:
+    left = due - now
+    if notes.closed is not None and (metric is None or notes.closed in ("resolved", "exempted")):
         return when, f"clock stopped ({notes.closed.replace('_', ' ')})", False
     if left > timedelta(0):
         return when, f"{span_text(left)} left", False
@@ -131,7 +155,7 @@ def message_facts(n: Notification, notes: TicketNotes, oncall: OnCall, now: date
     if n.ticket_id != notes.ticket_id:
         raise ValueError(f"notes of {notes.ticket_id} given for a notification of {n.ticket_id}")
     recipient, zone = recipient_of(n, oncall)
-    when, left, late = _deadline(notes, zone, now)
+    when, left, late = _deadline(notes, zone, now, metric_of(n.reason))
     summary = notes.summary
     who, role = _submitter(notes)
     account = "unknown account"

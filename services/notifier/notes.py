@@ -75,6 +75,9 @@ class TicketNotes(_Model):
     acknowledged_by: str | None = None
     acknowledged_at: AwareDatetime | None = None
     closed: Closed | None = None
+    # The due instants of the other metrics' clocks (next_reply, periodic_update,
+    # resolution), as their last sla event said; the fields above are first_response's.
+    metric_due: dict[str, AwareDatetime] = {}
     pages: tuple[Page, ...] = ()
     summary: TicketSummary | None = None
 
@@ -133,6 +136,12 @@ def note_event(notes: TicketNotes | None, data: EventData) -> TicketNotes:
             if notes.severity is None:
                 update["severity"] = ticket.severity
             return notes.model_copy(update=update)
+        case SlaScheduled() | SlaWarning() | SlaBreached() | SlaMet() if (
+            data.metric != "first_response"
+        ):
+            return notes.model_copy(
+                update={"metric_due": {**notes.metric_due, data.metric: data.due_at}}
+            )
         case SlaScheduled() | SlaWarning() | SlaBreached() | SlaMet():
             update = {
                 "severity": data.severity,

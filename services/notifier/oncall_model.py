@@ -38,7 +38,6 @@ from services.notifier.oncall_rules import (
     Channels,
     ContactChannel,
     FileModel,
-    NotifyRule,
     NotifyRules,
     PersonId,
     TeamChannel,
@@ -266,15 +265,14 @@ class OnCall(FileModel):
                     )
             for j, pid in enumerate(lv.people):
                 self._known(pid, ("escalation", i, "people", j))
-        for trigger in NotifyRules.model_fields:
-            rule: NotifyRule = getattr(self.notify, trigger)
+        for path, rule in self.notify.checked():
             for j, level in enumerate(rule.levels):
                 if level not in self._levels:
                     raise LocatedError(
-                        ("notify", trigger, "levels", j), f"no escalation level {level}"
+                        ("notify", *path, "levels", j), f"no escalation level {level}"
                     )
             if rule.team and self.team_channel is None:
-                raise LocatedError(("notify", trigger, "team"), "needs a team_channel")
+                raise LocatedError(("notify", *path, "team"), "needs a team_channel")
         return self
 
     def _known(self, pid: str, loc: tuple[str | int, ...]) -> None:

@@ -7,7 +7,8 @@ the parts that say *how* and *when* to notify, so the defaults read in one place
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.events import Metric
 from services.runtime.yaml_files import LocatedError
 
 TEAM = "team"  # the person id of the team channel in notifications; reserved
@@ -86,22 +88,49 @@ def _rule(**kw: Any) -> Any:
     return Field(default_factory=lambda: NotifyRule(**kw))
 
 
-class NotifyRules(FileModel):
-    """The triggers. Breaches of guaranteed clocks are `breached_*`; of targets, `missed_target`."""
+class MetricNotifyRules(FileModel):
+    """The SLA triggers of one metric other than first_response (`notify.metrics.<name>`).
+    By default nobody is paged for them: a missed target or a breach is a team notice,
+    a breached guaranteed business-critical clock also tells level 1."""
+
+    warning_guaranteed: NotifyRule = _rule()
+    warning_target: NotifyRule = _rule()
+    breached_business_critical: NotifyRule = _rule(levels=[1], kind="notify", team=True)
+    breached_standard: NotifyRule = _rule(team=True)
+    missed_target: NotifyRule = _rule(team=True)
+
+    @model_validator(mode="after")
+    def _missed_never_pages(self) -> Self:
+        if self.missed_target.kind == "page" and self.missed_target.levels:
+            raise LocatedError(("missed_target", "kind"), "a missed target never pages")
+        return self
+
+
+class NotifyRules(MetricNotifyRules):
+    """The triggers. Breaches of guaranteed clocks are `breached_*`; of targets,
+    `missed_target`. These are first_response's; `metrics` holds the other metrics'."""
 
     opened_business_critical: NotifyRule = _rule(levels=[1], kind="page")
     opened_standard: NotifyRule = _rule()
     warning_guaranteed: NotifyRule = _rule(levels=[1], kind="remind", unless_acknowledged=True)
-    warning_target: NotifyRule = _rule()
     breached_business_critical: NotifyRule = _rule(levels=[1, 2], kind="page")
     breached_standard: NotifyRule = _rule(levels=[1], kind="notify", team=True)
-    missed_target: NotifyRule = _rule(team=True)
+    metrics: dict[Metric, MetricNotifyRules] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _missed_never_pages(self) -> NotifyRules:
-        if self.missed_target.kind == "page" and self.missed_target.levels:
-            raise LocatedError(("missed_target", "kind"), "a missed target never pages")
-        return self
+    def of(self, metric: Metric) -> MetricNotifyRules:
+        if metric == "first_response":
+            return self
+        return self.metrics.get(metric) or MetricNotifyRules()
+
+    def checked(self) -> Iterator[tuple[tuple[str, ...], NotifyRule]]:
+        """Every rule the file sets (and first_response's defaults), with its path."""
+        for name in NotifyRules.model_fields:
+            rule = getattr(self, name)
+            if isinstance(rule, NotifyRule):
+                yield (name,), rule
+        for metric, rules in self.metrics.items():
+            for name in rules.model_fields_set:
+                yield ("metrics", metric, name), getattr(rules, name)
 
 
 _PAGE: tuple[ContactChannel, ...] = (

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
 from services.common.text import clean_text, strip_controls
-from services.notifier.decisions import Notification
+from services.notifier.decisions import Notification, reason_word
 from services.notifier.facts import Facts, one_line
 from services.notifier.facts import message_facts as _message_facts
 from services.notifier.notes import TicketNotes
@@ -208,7 +208,7 @@ def render_chat(
 
 
 def pagerduty_severity(n: Notification, notes: TicketNotes) -> str:
-    base = n.reason.split(".")[0]
+    base = reason_word(n.reason)
     if base in ("opened", "breached") and notes.severity == "business_critical":
         return "critical"
     if base == "breached":

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from schemas.events import CloudEvent, EventData
-from services.notifier.decisions import Notification, decide_event
+from services.notifier.decisions import Notification, decide_event, reason_word
 from services.notifier.digest import DigestEntry, DigestQueue
 from services.notifier.ledger import Ledger
 from services.notifier.notes import TicketNotes, note_event, record_pages
@@ -129,7 +129,7 @@ class Notifier:
                 )
             else:
                 # NOTE: reminders (the `warning` rule) are skipped once acknowledged.
-                reminder = n.reason == "warning"
+                reminder = reason_word(n.reason) == "warning"
                 rows.append(SendQueue.values(n, event.correlationid, reminder, now))
         if after != before:
             batch.notes[event.subject] = after
