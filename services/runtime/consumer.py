@@ -30,6 +30,7 @@ from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
 from services.runtime.errors import ConnectionLost, PermanentError, PipelineError, TransientError
 from services.runtime.failures import Backoff, dead_letter, decide, is_dead_letter
+from services.runtime.logging import LineBuffer, line_buffer
 from services.runtime.messages import Inbound, Outgoing
 from services.runtime.metrics import RuntimeMetrics, ServiceMetrics
 from services.runtime.names import Names, dead_letter_exchange
@@ -124,6 +125,7 @@ class ConsumeLoop:
         self._raw: Any = None
         self._acker = Acker(multiple=False)
         self._info_enabled = True
+        self._lines: LineBuffer | None = None  # the JSON lines of this loop, one write a turn
 
     # -- handling -------------------------------------------------------------------
     def _handler_for(self, routing_key: str) -> Handler:
@@ -239,6 +241,7 @@ class ConsumeLoop:
             self._log(delivery, "retry_scheduled", error=str(decision.error), retry_in_s=delay)
             return
         if not isinstance(exc, PipelineError):
+            self._flush_lines()  # in order with the lines before it
             log.error("handler.bug", service=self.service, exc_info=exc)
         dead = dead_letter(
             delivery.inbound,
@@ -291,6 +294,7 @@ class ConsumeLoop:
             else:
                 self._settle(item)
         self._acker.flush()
+        self._flush_lines()
 
     def _flush(self) -> None:
         """Block until everything in flight is settled (confirmed, failed or expired)."""
@@ -338,7 +342,15 @@ class ConsumeLoop:
             "duration_ms": round((time.perf_counter() - delivery.started) * 1000, 3),
             **extra,
         }
-        getattr(log, level)("message.settled", **fields)
+        if self._lines is not None:
+            if level == "info" or self._lines.enabled(level):
+                self._lines.add(level, "message.settled", fields)
+        else:
+            getattr(log, level)("message.settled", **fields)
+
+    def _flush_lines(self) -> None:
+        if self._lines is not None:
+            self._lines.flush()
 
     # -- connection lifecycle -------------------------------------------------------------
     def start_consuming(self) -> None:
@@ -362,6 +374,7 @@ class ConsumeLoop:
             self._amqp = self._conn.transport.driver_type == "amqp"
             self._acker = Acker(multiple=self._amqp)
             self._info_enabled = bool(log.bind().is_enabled_for(logging.INFO))
+            self._lines = line_buffer()
             self._raw = self._conn.connection if self._amqp else None
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"cannot consume: {exc}") from exc
@@ -430,6 +443,7 @@ class ConsumeLoop:
                 self._let_acks_settle()
             except CONNECTION_ERRORS as exc:
                 log.warning("stop.flush_failed", service=self.service, error=str(exc))
+        self._flush_lines()
         held = len(self._retries)
         if held:
             log.info("stop.requeue_held_retries", service=self.service, count=held)
@@ -449,6 +463,7 @@ class ConsumeLoop:
 
     def drop_connection(self) -> None:
         """Forget everything tied to the old channel: its delivery tags are void."""
+        self._flush_lines()  # what was logged before the loss (settled or not)
         self.connected = False
         self._generation += 1
         self._inflight, self._retries, self._pending_ids = deque(), [], {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -67,30 +69,101 @@ def mask_personal_data(
     """Masks emails and phone numbers in every value logged at INFO and above."""
     if method_name == "debug":
         return event_dict
-    for key, value in event_dict.items():
+    return _mask_fields(event_dict)
+
+
+def _mask_fields(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in fields.items():
         if key not in NEVER_PERSONAL and value is not None and not isinstance(value, int | float):
-            event_dict[key] = _mask(value)
-    return event_dict
+            fields[key] = _mask(value)
+    return fields
+
+
+def _fallback(obj: Any) -> Any:  # what structlog's JSONRenderer does with other types
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+class LineBuffer:
+    """The consume loop's own log lines, rendered as the JSON chain renders them (same
+    keys in the same order, the same masking) without the chain, and written in one
+    write per turn instead of one per message.
+
+    NOTE: a crash loses at most the lines of the turn in progress; those deliveries
+    were not acked yet either, so they come back and are logged again."""
+
+    def __init__(self, file: TextIO, min_level: int) -> None:
+        self._out = structlog.WriteLogger(file)  # its lock keeps lines of threads apart
+        self._min = min_level
+        self._lines: list[str] = []
+        self._encode = json.JSONEncoder(default=_fallback).encode
+
+    def enabled(self, level: str) -> bool:
+        return logging.getLevelNamesMapping()[level.upper()] >= self._min
+
+    def add(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        """`fields` (taken, not copied) as `getattr(log, level)(event, **fields)` would
+        log them: masked as `mask_personal_data`, then event, level and timestamp."""
+        _mask_fields(fields)
+        fields["event"] = event
+        fields["level"] = level
+        now = datetime.datetime.now(tz=datetime.UTC).isoformat()
+        fields["timestamp"] = now.replace("+00:00", "Z")
+        self._lines.append(self._encode(fields))
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self._out.msg("\n".join(lines))
+
+
+# What configure_logging installed for JSON output (processors, logger factory and
+# wrapper class; the file and level), so a LineBuffer is made only while that is the
+# configuration in force (not, say, while a test captures events with structlog.testing).
+_json_config: tuple[tuple[Any, Any, Any], TextIO, int] | None = None
+_CONFIG_KEYS = ("processors", "logger_factory", "wrapper_class")
+
+
+def line_buffer() -> LineBuffer | None:
+    """A LineBuffer rendering like the configured JSON chain, or None when the chain in
+    force is another (console output, captured events): then log through structlog."""
+    if _json_config is None:
+        return None
+    (processors, *others), file, level = _json_config
+    config = structlog.get_config()
+    # NOTE: structlog.testing.capture_logs swaps the processors inside the same list.
+    now = config["processors"]
+    same = len(now) == len(processors) and all(a is b for a, b in zip(now, processors, strict=True))
+    if not same or any(config[k] is not v for k, v in zip(_CONFIG_KEYS[1:], others, strict=True)):
+        return None
+    return LineBuffer(file, level)
 
 
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
+    global _json_config
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
         if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    # No contextvars merging: nothing binds any, and it costs every line a copy.
+    processors = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        mask_personal_data,
+        renderer,
+    ]
+    min_level = logging.getLevelNamesMapping()[level.upper()]
+    factory = structlog.WriteLoggerFactory(file=sys.stderr)
+    wrapper = structlog.make_filtering_bound_logger(min_level)
     structlog.configure(
-        # No contextvars merging: nothing binds any, and it costs every line a copy.
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            mask_personal_data,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        processors=processors,
+        wrapper_class=wrapper,
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    installed = (tuple(processors), factory, wrapper)
+    _json_config = None if fmt == "console" else (installed, sys.stderr, min_level)
