@@ -1,0 +1,82 @@
+"""Frames parsed out of the read buffer are the frames py-amqp would read."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+from amqp.exceptions import UnexpectedFrame
+from amqp.transport import TCPTransport
+
+from services.runtime.amqp_transport import BufferedTCPTransport
+
+
+def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", frame_type, channel, len(payload)) + payload + b"\xce"
+
+
+def transport(cls: type[TCPTransport], sock: socket.socket) -> TCPTransport:
+    t = cls("127.0.0.1:1")  # never connects: the socket is given
+    t.sock, t._quick_recv, t.connected = sock, sock.recv, True
+    return t
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, broker = socket.socketpair()
+    yield ours, broker
+    ours.close()
+    broker.close()
+
+
+FRAMES = [
+    (1, 1, b"\x00\x3c\x00\x3c" + b"m" * 40),
+    (2, 1, b"h" * 30),
+    (3, 1, b"b" * 70_000),  # more than one recv of the buffer
+    (8, 0, b""),
+    (3, 7, b"x"),
+]
+
+
+def test_frames_match_py_amqp_however_the_bytes_arrive(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, broker = pair
+    data = b"".join(frame(*f) for f in FRAMES)
+    plain = transport(TCPTransport, ours)
+    buffered = transport(BufferedTCPTransport, ours)
+    for reader in (plain, buffered):
+        broker.sendall(data)
+        assert [reader.read_frame() for _ in FRAMES] == FRAMES
+    assert buffered.pending() == 0
+
+
+def test_a_partial_frame_survives_a_timeout(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, broker = pair
+    reader = transport(BufferedTCPTransport, ours)
+    whole = frame(1, 2, b"p" * 100) + frame(2, 2, b"q")
+    broker.sendall(whole[:50])
+    ours.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        reader.read_frame()
+    assert reader.connected  # a timeout is not a dead connection
+    assert reader.pending() == 50
+    broker.sendall(whole[50:])
+    assert reader.read_frame() == (1, 2, b"p" * 100)
+    assert reader.read_frame() == (2, 2, b"q")
+
+
+def test_a_bad_frame_end_and_a_closed_socket_raise(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, broker = pair
+    reader = transport(BufferedTCPTransport, ours)
+    broker.sendall(frame(1, 0, b"ok")[:-1] + b"\x00")
+    with pytest.raises(UnexpectedFrame):
+        reader.read_frame()
+    broker.close()
+    reader = transport(BufferedTCPTransport, ours)
+    with pytest.raises(OSError, match="unexpectedly closed"):
+        reader.read_frame()
