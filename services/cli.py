@@ -258,21 +258,23 @@ def oncall_check(
 def sla_explain(
     ticket: Annotated[str, typer.Argument(help="The ticket id, e.g. T-email-0123456789abcdef")],
 ) -> None:
-    """Why TICKET's deadline is where it is: rule, policy version, calendar, segments."""
+    """Why TICKET's deadlines are where they are, for every clock it runs (first response,
+    next reply, periodic update, resolution): rule, policy version, calendar, segments."""
     from services.operator.literal import console
     from services.sla_timer.clock import Clock
     from services.sla_timer.operator import explain_clock, render_explanation
 
     store, policy, where = _sla_context(read_only=True)
-    stored = store.get(ticket)
-    if stored is None:
+    stored = store.get_all(ticket)
+    if not stored:
         typer.echo(
             f"error: no SLA clock for ticket {ticket} in {where} (not premium, no rule gives "
             "it a clock, or the sla_timer has not seen its ticket.opened yet)",
             err=True,
         )
         raise typer.Exit(1)
-    console().print(render_explanation(explain_clock(Clock.model_validate(stored), policy)))
+    for data in stored:
+        console().print(render_explanation(explain_clock(Clock.model_validate(data), policy)))
 
 
 @sla_app.command("recompute")
@@ -285,7 +287,7 @@ def sla_recompute(
     from services.sla_timer.operator import recompute
 
     store, policy, where = _sla_context()
-    if ticket is not None and store.get(ticket) is None:
+    if ticket is not None and not store.get_all(ticket):
         typer.echo(f"error: no SLA clock for ticket {ticket} in {where}", err=True)
         raise typer.Exit(1)
     now = datetime.now(UTC)

@@ -10,7 +10,9 @@ order, and only `counted` ones add up to business time:
 - `closed`: a break between two intervals on a working day (label `break`) or a date in
   `closed_dates` (label `closed`);
 - `weekend`: a weekday without opening hours (label `weekend`);
-- `holiday`: a public holiday (label: its name, e.g. `Christmas Day`).
+- `holiday`: a public holiday (label: its name, e.g. `Christmas Day`);
+- `paused`: open hours while the helpdesk waited on the customer (`cut_pauses`; label
+  `waiting on the customer`): given back, not counted.
 
 Adjacent segments of the same kind and label are merged, so a weekend is one segment.
 """
@@ -30,7 +32,8 @@ from services.sla_timer.calendar import (
     open_intervals,
 )
 
-SegmentKind = Literal["counted", "night", "weekend", "holiday", "closed"]
+SegmentKind = Literal["counted", "night", "weekend", "holiday", "closed", "paused"]
+WAITING = "waiting on the customer"
 
 
 class Segment(BaseModel):
@@ -98,3 +101,26 @@ def explain_span(cal: BusinessCalendar, start: datetime, end: datetime) -> list[
                 segments.append(Segment(kind=kind, start=a, end=b, label=label))
         day += timedelta(days=1)
     return segments
+
+
+def cut_pauses(
+    segments: list[Segment], pauses: list[tuple[datetime, datetime | None]]
+) -> list[Segment]:
+    """`segments` with the counted time inside a pause (end None: still paused, to the
+    end of the span) relabelled `paused`; only open hours are cut, so what a pause
+    overlapped outside hours stays night, weekend or holiday."""
+    out = segments
+    for p_start, p_end in pauses:
+        cut: list[Segment] = []
+        for seg in out:
+            a, b = max(seg.start, p_start), seg.end if p_end is None else min(seg.end, p_end)
+            if seg.kind != "counted" or b <= a:
+                cut.append(seg)
+                continue
+            if seg.start < a:
+                cut.append(seg.model_copy(update={"end": a}))
+            cut.append(Segment(kind="paused", start=a, end=b, label=WAITING))
+            if b < seg.end:
+                cut.append(seg.model_copy(update={"start": b}))
+        out = cut
+    return out

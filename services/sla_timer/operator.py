@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 from schemas.events import EventData, SlaScheduled
 from services.sla_timer.calendar import WEEKDAYS, BusinessCalendar
 from services.sla_timer.clock import Clock, ClockState, Outcome, apply_pauses
-from services.sla_timer.explain import Segment, explain_span
+from services.sla_timer.explain import Segment, cut_pauses, explain_span
 from services.sla_timer.pauses import Pause, paused_business_time
 from services.sla_timer.policy import Policy, compute_deadlines
 from services.sla_timer.service import SlaTimer
@@ -118,6 +118,8 @@ class Explanation(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     ticket_id: str
+    metric: str = "first_response"
+    round: int = 1
     state: ClockState
     channel: str
     role: str
@@ -147,6 +149,12 @@ class Explanation(BaseModel):
     pauses: list[PauseInfo] = []
 
 
+_IDLE = {
+    "next_reply": "no round running: the next customer follow-up after an agent reply starts one",
+    "periodic_update": "no round running: the next agent reply starts one",
+}
+
+
 def explain_clock(clock: Clock, policy: Policy) -> Explanation:
     """Why `clock`'s deadlines are where they are, read against `policy`'s calendar."""
     notes: list[str] = []
@@ -164,7 +172,8 @@ def explain_clock(clock: Clock, policy: Policy) -> Explanation:
     if cal is None:
         notes.append(f"the current policy has no calendar {clock.calendar!r}")
     else:
-        segments = explain_span(cal, clock.started_at, clock.due_at)
+        spans = [(p.started_at, p.ended_at) for p in clock.pauses]
+        segments = cut_pauses(explain_span(cal, clock.started_at, clock.due_at), spans)
 
     def local(value: datetime | None) -> datetime | None:
         return value.astimezone(cal.zone) if value is not None and cal is not None else None
@@ -181,8 +190,13 @@ def explain_clock(clock: Clock, policy: Policy) -> Explanation:
             warn = f"after {rule.warn.fraction:g} of the budget"
         elif rule.warn.before is not None:
             warn = f"{_duration_text(rule.warn.before)} before due"
+    if clock.state == "idle":
+        notes.append(_IDLE.get(clock.metric, "no round running"))
+        segments = []
     return Explanation(
         ticket_id=clock.ticket_id,
+        metric=clock.metric,
+        round=clock.round,
         state=clock.state,
         channel=clock.channel,
         role=clock.role,
@@ -207,8 +221,7 @@ def explain_clock(clock: Clock, policy: Policy) -> Explanation:
         breached_at=clock.breached_at,
         stopped_at=clock.stopped_at,
         segments=segments,
-        counted=sum((s.duration for s in segments if s.kind == "counted"), timedelta(0))
-        - sum((p.given_back for p in pauses if p.given_back is not None), timedelta(0)),
+        counted=sum((s.duration for s in segments if s.kind == "counted"), timedelta(0)),
         notes=notes,
         pauses=pauses,
     )
@@ -256,6 +269,7 @@ _SEGMENT_STYLE = {
     "weekend": "dim",
     "holiday": "yellow",
     "closed": "dim",
+    "paused": "cyan",
 }
 
 
@@ -295,9 +309,10 @@ def render_explanation(expl: Explanation) -> RenderableType:
             facts.add_row("closed", ", ".join(d.isoformat() for d in cal.closed_dates))
     else:
         facts.add_row("calendar", f"{expl.calendar_name} (not in the current policy)")
-    facts.add_row("started", _when(expl.started_at, zone))
-    facts.add_row("warn at", _when(expl.warn_at, zone))
-    facts.add_row("due at", _when(expl.due_at, zone))
+    if expl.state != "idle":  # an idle clock has no instants yet
+        facts.add_row("started", _when(expl.started_at, zone))
+        facts.add_row("warn at", _when(expl.warn_at, zone))
+        facts.add_row("due at", _when(expl.due_at, zone))
     if expl.breached_at is not None:
         facts.add_row("breached", _when(expl.breached_at, zone))
     if expl.stopped_at is not None:
@@ -306,10 +321,13 @@ def render_explanation(expl: Explanation) -> RenderableType:
         back = "" if pause.given_back is None else f", {_duration_text(pause.given_back)} back"
         until = _when(pause.ended_at, zone) if pause.ended_at else "still paused"
         facts.add_row("paused", f"{_when(pause.started_at, zone)} -> {until}{back}")
-    facts.add_row("counted", f"{_duration_text(expl.counted)} of business time, start to due")
+    if expl.state != "idle":
+        counted = _duration_text(expl.counted)
+        facts.add_row("counted", f"{counted} of business time, start to due")
 
+    rounds = f", round {expl.round}" if expl.metric in ("next_reply", "periodic_update") else ""
     table = Table(
-        title=f"SLA clock {expl.ticket_id}",
+        title=f"SLA clock {expl.ticket_id}: {expl.metric.replace('_', ' ')}{rounds}",
         title_justify="left",
         title_style="bold",
         show_header=False,
@@ -365,6 +383,7 @@ def migrate_clock(clock: Clock, policy: Policy, now: datetime) -> Outcome:
         call_kind=clock.call_kind,
         premium=clock.premium,
         started_at=clock.started_at,
+        metric=clock.metric,
     )
     if deadlines is None:
         stopped = clock.model_copy(
@@ -390,18 +409,8 @@ def migrate_clock(clock: Clock, policy: Policy, now: datetime) -> Outcome:
     after = (moved.rule, moved.guaranteed, moved.calendar, moved.due_at, moved.warn_at)
     if before == after:
         return moved, []
-    event: EventData = SlaScheduled(
-        ticket_id=moved.ticket_id,
-        severity=moved.severity,
-        guaranteed=moved.guaranteed,
-        policy_rule=moved.rule,
-        policy_version=moved.policy_version,
-        started_at=moved.started_at,
-        due_at=moved.due_at,
-        warn_at=moved.warn_at,
-        calendar=moved.calendar,
-    )
-    return moved, [(event, f"recompute:{policy.version}:{due_at.isoformat()}")]
+    event: EventData = SlaScheduled(**moved._base(), warn_at=moved.warn_at, calendar=moved.calendar)
+    return moved, [(event, moved.cause(f"recompute:{policy.version}:{due_at.isoformat()}"))]
 
 
 def _page(
@@ -410,8 +419,10 @@ def _page(
     query = sa.select(clocks.c.ticket_id).where(
         clocks.c.state == "running", clocks.c.policy_version != version
     )
-    if ticket_id is not None:
-        query = query.where(clocks.c.ticket_id == ticket_id)
+    if ticket_id is not None:  # every clock of the ticket (keys: see clock_key)
+        query = query.where(
+            sa.or_(clocks.c.ticket_id == ticket_id, clocks.c.ticket_id.like(f"{ticket_id}/%"))
+        )
     if after is not None:
         query = query.where(clocks.c.ticket_id > after)
     return list(conn.execute(query.order_by(clocks.c.ticket_id).limit(limit)).scalars())

@@ -325,6 +325,16 @@ class ClockStore:
         with self.engine.connect() as conn:
             return self.load(conn, ticket_id)
 
+    def get_all(self, ticket_id: str) -> list[dict[str, Any]]:
+        """Every clock of the ticket, one per metric (keys: see `clock.clock_key`)."""
+        query = sa.select(clocks.c.data).where(
+            sa.or_(clocks.c.ticket_id == ticket_id, clocks.c.ticket_id.like(f"{ticket_id}/%"))
+        )
+        with reading(self.engine) as conn:
+            found = [json.loads(row.data) for row in conn.execute(query)]
+        order = ("first_response", "next_reply", "periodic_update", "resolution")
+        return sorted(found, key=lambda d: order.index(d.get("metric", "first_response")))
+
     def counts_by_state(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
