@@ -26,18 +26,25 @@ class Acker:
         message.reject(requeue=requeue)
 
     def flush(self) -> None:
-        """Send the acks collected since the last flush."""
+        """Send the acks collected since the last flush: one `multiple` ack for those
+        below the lowest tag still held, single acks for those above it (e.g. an urgent
+        delivery handled ahead of the ones read before it)."""
         if not self._ready:
             return
         ready, self._ready = self._ready, []
         tags = {m.delivery_tag for m in ready}
-        top = max(ready, key=lambda m: m.delivery_tag)
-        # Safe only when no delivery below `top` is still held (e.g. waiting to retry).
-        if self._multiple and all(t in tags for t in self._held if t <= top.delivery_tag):
-            top.ack(multiple=True)
-        else:
+        if not self._multiple:
             for message in ready:
                 message.ack()
+        else:
+            # Safe: no delivery below `cut` is still held (e.g. waiting to retry).
+            cut = min(self._held - tags, default=None)
+            below = [m for m in ready if cut is None or m.delivery_tag < cut]
+            if below:
+                max(below, key=lambda m: m.delivery_tag).ack(multiple=True)
+            for message in ready:
+                if cut is not None and message.delivery_tag > cut:
+                    message.ack()
         self._held -= tags
 
     def reset(self) -> None:

@@ -34,15 +34,28 @@ def test_a_contiguous_run_is_one_multiple_ack() -> None:
     assert log == [("ack", 3, True)]
 
 
-def test_a_held_delivery_below_the_top_forces_single_acks() -> None:
+def test_deliveries_above_a_held_one_are_acked_singly() -> None:
     acker, messages, log = _acker(range(1, 6))
     for tag in (1, 3, 4):  # 2 is waiting for a retry
         acker.ack_later(messages[tag])
     acker.flush()
-    assert log == [("ack", 1, False), ("ack", 3, False), ("ack", 4, False)]
+    assert log == [("ack", 1, True), ("ack", 3, False), ("ack", 4, False)]
     acker.ack_later(messages[2])
     acker.flush()
     assert log[-1] == ("ack", 2, True)  # nothing below 2 is held any more
+
+
+def test_one_handled_ahead_does_not_turn_the_run_into_single_acks() -> None:
+    acker, messages, log = _acker(range(1, 301))
+    # a turn: the urgent delivery 250, then 1-100 in order; 101-249 are still held
+    for tag in (250, *range(1, 101)):
+        acker.ack_later(messages[tag])
+    acker.flush()
+    assert log == [("ack", 100, True), ("ack", 250, False)]
+    for tag in range(101, 201):
+        acker.ack_later(messages[tag])
+    acker.flush()
+    assert log[-1] == ("ack", 200, True)
 
 
 def test_rejected_deliveries_no_longer_block_a_multiple_ack() -> None:
