@@ -28,10 +28,12 @@ from services.intake.helpdesk import normalize_helpdesk
 from services.intake.mime import parse_mime
 from services.intake.normalize import (
     Context,
-    normalize_chat,
-    normalize_email_form,
-    normalize_phone,
-    normalize_raw_email,
+    Draft,
+    chat_drafts,
+    email_form_drafts,
+    events,
+    phone_drafts,
+    raw_email_drafts,
 )
 from services.intake.timestamps import DEFAULT_MAX_SKEW
 from services.runtime.errors import PermanentError
@@ -108,40 +110,47 @@ class IntakeHandlers:
         self._max_skew = max_clock_skew
 
     def routes(self) -> dict[str, Callable[[Inbound], list[Outgoing]]]:
+        def serialized(fn: Callable[[Inbound], list[Draft]]) -> Callable[[Inbound], list[Outgoing]]:
+            return lambda inbound: [draft.outgoing() for draft in fn(inbound)]
+
+        def wrapped(
+            fn: Callable[[Inbound], list[CloudEvent]],
+        ) -> Callable[[Inbound], list[Outgoing]]:
+            return lambda inbound: [Outgoing.event(event) for event in fn(inbound)]
+
         return {
-            "inbound.chat": self._wrap(self.chat),
-            "inbound.email": self._wrap(self.email),
-            "inbound.phone": self._wrap(self.phone),
-            "inbound.helpdesk": self._wrap(self.helpdesk),
+            "inbound.chat": serialized(self._chat),
+            "inbound.email": serialized(self._email),
+            "inbound.phone": serialized(self._phone),
+            "inbound.helpdesk": wrapped(self.helpdesk),
         }
-
-    def _wrap(
-        self, fn: Callable[[Inbound], list[CloudEvent]]
-    ) -> Callable[[Inbound], list[Outgoing]]:
-        def handle(inbound: Inbound) -> list[Outgoing]:
-            return [Outgoing.event(event) for event in fn(inbound)]
-
-        return handle
 
     def _ctx(self, inbound: Inbound) -> Context:
         return Context(self._directory, correlation_id(inbound), self._clock(), self._max_skew)
 
     def chat(self, inbound: Inbound) -> list[CloudEvent]:
-        return normalize_chat(
-            _parse(inbound, ChatRequest.model_validate_json, "ChatRequest"), self._ctx(inbound)
-        )
+        return events(self._chat(inbound))
 
     def phone(self, inbound: Inbound) -> list[CloudEvent]:
-        payload = _parse(inbound, PhoneRequest.model_validate_json, "PhoneRequest")
-        return normalize_phone(payload, self._ctx(inbound), self._region)
+        return events(self._phone(inbound))
 
     def email(self, inbound: Inbound) -> list[CloudEvent]:
+        return events(self._email(inbound))
+
+    def _chat(self, inbound: Inbound) -> list[Draft]:
+        payload = _parse(inbound, ChatRequest.model_validate_json, "ChatRequest")
+        return chat_drafts(payload, self._ctx(inbound))
+
+    def _phone(self, inbound: Inbound) -> list[Draft]:
+        payload = _parse(inbound, PhoneRequest.model_validate_json, "PhoneRequest")
+        return phone_drafts(payload, self._ctx(inbound), self._region)
+
+    def _email(self, inbound: Inbound) -> list[Draft]:
         ctx = self._ctx(inbound)
         if _content_type(inbound) in MIME_TYPES:
-            return normalize_raw_email(parse_mime(inbound.body), ctx.now, ctx)
-        return normalize_email_form(
-            _parse(inbound, EmailForm.model_validate_json, "EmailForm"), ctx
-        )
+            return raw_email_drafts(parse_mime(inbound.body), ctx.now, ctx)
+        payload = _parse(inbound, EmailForm.model_validate_json, "EmailForm")
+        return email_form_drafts(payload, ctx)
 
     def helpdesk(self, inbound: Inbound) -> list[CloudEvent]:
         update = _parse(inbound, _HELPDESK.validate_json, "helpdesk update")

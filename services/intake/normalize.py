@@ -31,6 +31,7 @@ from services.intake.timestamps import (
     warn_clamped,
 )
 from services.intake.triage import triage_hints
+from services.runtime.messages import Outgoing
 
 SERVICE = "intake"
 MAX_TEXT = 64 * 1024
@@ -110,23 +111,48 @@ def build_ticket(req: Request, ctx: Context) -> Ticket:
     )
 
 
-def _event(data: EventData, subject: str, cause: str, ctx: Context) -> CloudEvent:
-    return make_event(
-        data,
-        service=SERVICE,
-        subject=subject,
-        cause=cause,
-        correlation_id=ctx.correlation_id,
-        now=ctx.now,
-    )
+@dataclass(frozen=True)
+class Draft:
+    """An event before its envelope. The consume loop gets it as a message serialized
+    once (`outgoing`); whoever wants the CloudEvent (tests, previews) gets `event`, and
+    the two are the same bytes (tests/unit/test_runtime_messages.py)."""
+
+    data: EventData
+    subject: str
+    cause: str
+    correlation_id: str
+    now: datetime
+
+    def _envelope(self) -> dict[str, Any]:
+        return {
+            "service": SERVICE,
+            "subject": self.subject,
+            "cause": self.cause,
+            "correlation_id": self.correlation_id,
+            "now": self.now,
+        }
+
+    def event(self) -> CloudEvent:
+        return make_event(self.data, **self._envelope())
+
+    def outgoing(self) -> Outgoing:
+        return Outgoing.from_data(self.data, **self._envelope())
 
 
-def opened(req: Request, ctx: Context) -> CloudEvent:
+def events(drafts: list[Draft]) -> list[CloudEvent]:
+    return [d.event() for d in drafts]
+
+
+def _event(data: EventData, subject: str, cause: str, ctx: Context) -> Draft:
+    return Draft(data, subject, cause, ctx.correlation_id, ctx.now)
+
+
+def opened(req: Request, ctx: Context) -> Draft:
     ticket = build_ticket(req, ctx)
     return _event(TicketOpened(ticket=ticket), ticket.ticket_id, "opened", ctx)
 
 
-def updated(req: Request, ctx: Context, cause: str) -> CloudEvent:
+def updated(req: Request, ctx: Context, cause: str) -> Draft:
     tid = ticket_id(req.channel, req.thread_id)
     at, _ = ctx.bounded(req.created_at, "at", tid)  # `cause` keeps the reported time
     data = TicketUpdated(
@@ -142,6 +168,10 @@ def updated(req: Request, ctx: Context, cause: str) -> CloudEvent:
 
 
 def normalize_chat(p: ChatRequest, ctx: Context) -> list[CloudEvent]:
+    return events(chat_drafts(p, ctx))
+
+
+def chat_drafts(p: ChatRequest, ctx: Context) -> list[Draft]:
     """A conversation snapshot: opened (once per conversation, by id); each later
     snapshot with more visitor messages also yields an update for the newest one."""
     visitor = [m for m in p.messages if m.from_ == "visitor"]
@@ -160,14 +190,14 @@ def normalize_chat(p: ChatRequest, ctx: Context) -> list[CloudEvent]:
         language=p.language,
         source={"conversation_id": p.conversation_id, "extra": unknown_fields(p)},
     )
-    events = [opened(req, ctx)]
+    drafts = [opened(req, ctx)]
     if len(visitor) > 1:
         last = visitor[-1]
         follow = Request(**{**req.__dict__, "text": last.text, "created_at": last.at})
-        events.append(
+        drafts.append(
             updated(follow, ctx, f"chat:{len(visitor)}:{last.at.astimezone(UTC).isoformat()}")
         )
-    return events
+    return drafts
 
 
 def _email_request(
@@ -202,7 +232,7 @@ def _email_request(
     )
 
 
-def _email_events(req: Request, ctx: Context) -> list[CloudEvent]:
+def _email_events(req: Request, ctx: Context) -> list[Draft]:
     """The thread's first message opens the ticket; a reply updates it."""
     if req.thread_id == req.source_id.strip():
         return [opened(req, ctx)]
@@ -210,6 +240,10 @@ def _email_events(req: Request, ctx: Context) -> list[CloudEvent]:
 
 
 def normalize_email_form(p: EmailForm, ctx: Context) -> list[CloudEvent]:
+    return events(email_form_drafts(p, ctx))
+
+
+def email_form_drafts(p: EmailForm, ctx: Context) -> list[Draft]:
     name, sender = normalize_email_address(p.from_)
     text = p.text if p.text is not None else html_to_text(p.html or "")
     req = _email_request(
@@ -231,6 +265,10 @@ def normalize_email_form(p: EmailForm, ctx: Context) -> list[CloudEvent]:
 
 
 def normalize_raw_email(mail: ParsedEmail, received_at: datetime, ctx: Context) -> list[CloudEvent]:
+    return events(raw_email_drafts(mail, received_at, ctx))
+
+
+def raw_email_drafts(mail: ParsedEmail, received_at: datetime, ctx: Context) -> list[Draft]:
     """The Date header is the create time; without a readable one, `received_at`."""
     if mail.date is not None:
         require_plausible(mail.date, "Date header")
@@ -263,6 +301,10 @@ def normalize_raw_email(mail: ParsedEmail, received_at: datetime, ctx: Context) 
 
 
 def normalize_phone(p: PhoneRequest, ctx: Context, region: str | None = None) -> list[CloudEvent]:
+    return events(phone_drafts(p, ctx, region))
+
+
+def phone_drafts(p: PhoneRequest, ctx: Context, region: str | None = None) -> list[Draft]:
     phone = normalize_phone_number(p.caller_number, region) if p.caller_number else None
     ivr = p.ivr
     req = Request(
