@@ -71,11 +71,11 @@ def _outcome(clock: replay.Clock) -> str:
 class _Replay:
     def __init__(self, policy: replay.Policy, oncall: replay.OnCall) -> None:
         self.policy, self.oncall = policy, oncall
-        self.clocks: dict[str, replay.Clock] = {}
+        self.clocks: dict[str, dict[str, replay.Clock]] = {}  # ticket -> metric -> clock
         self.notes: dict[str, replay.TicketNotes] = {}
         self.parked: dict[str, list[EventData]] = {}
         self.opened: set[str] = set()
-        self.due: list[tuple[datetime, int, str]] = []  # (instant, tie-break, ticket)
+        self.due: list[tuple[datetime, int, str, str]] = []  # (instant, tie-break, ticket, metric)
         self.sent: set[str] = set()  # the notifier's ledger: one send per notification key
         self.seq = 0
         self.open_count = self.breach_count = 0
@@ -86,8 +86,9 @@ class _Replay:
         if isinstance(data, TicketOpened):
             self._open(event.subject, data, event)
         elif event.subject in self.clocks:
-            clock, fired = replay.apply_update(self.clocks[event.subject], data, self.policy)
-            self._set(clock, event.time)
+            clocks = list(self.clocks[event.subject].values())
+            clocks, fired = replay.apply_update(clocks, data, self.policy)
+            self._set_all(clocks, event.time)
             self._notify(data, event.time)
             self._emit(fired, event.time)
         elif event.subject in self.opened:  # a ticket without a clock
@@ -104,35 +105,43 @@ class _Replay:
         if started is None:
             self.run.without_clock += 1
             return
-        clock, fired = started
-        self._set(clock, event.time)
+        clocks, fired = started
+        self._set_all(clocks, event.time)
         self._emit(fired, event.time)
         for early in self.parked.pop(ticket_id, []):
-            clock, fired = replay.apply_update(self.clocks[ticket_id], early, self.policy)
-            self._set(clock, event.time)
+            clocks = list(self.clocks[ticket_id].values())
+            clocks, fired = replay.apply_update(clocks, early, self.policy)
+            self._set_all(clocks, event.time)
             self._notify(early, event.time)
             self._emit(fired, event.time)
 
     def fire_until(self, now: datetime) -> None:
         while self.due and self.due[0][0] <= now:
-            at, _, ticket_id = heapq.heappop(self.due)
-            clock = self.clocks[ticket_id]
+            at, _, ticket_id, metric = heapq.heappop(self.due)
+            clock = self.clocks[ticket_id][metric]
             if replay.next_fire(clock) != at:
                 continue  # moved since (reclassified, stopped): a stale entry
             clock, fired = replay.fire(clock, at)
             self._set(clock, at)
             self._emit(fired, at)
 
+    def _set_all(self, clocks: list[replay.Clock], at: datetime) -> None:
+        for clock in clocks:
+            self._set(clock, at)
+
     def _set(self, clock: replay.Clock, at: datetime) -> None:
-        before = self.clocks.get(clock.ticket_id)
-        self.clocks[clock.ticket_id] = clock
+        metric = replay.clock_metric(clock)
+        before = self.clocks.get(clock.ticket_id, {}).get(metric)
+        self.clocks.setdefault(clock.ticket_id, {})[metric] = clock
         was_open = before is not None and before.state in OPEN_STATES
         self.open_count += (clock.state in OPEN_STATES) - was_open
         when = replay.next_fire(clock)
         if when is not None and (before is None or replay.next_fire(before) != when):
             self.seq += 1
-            heapq.heappush(self.due, (when, self.seq, clock.ticket_id))
-        key = (clock.ticket_id, replay.clock_metric(clock))
+            heapq.heappush(self.due, (when, self.seq, clock.ticket_id, metric))
+        if clock.state == "idle":
+            return  # no round has run: nothing to count for this metric yet
+        key = (clock.ticket_id, metric)
         self.run.outcomes[key] = TicketOutcome(
             clock.ticket_id, key[1], clock.rule, clock.due_at, _outcome(clock), clock.warned
         )
@@ -155,11 +164,8 @@ class _Replay:
         ticket_id = self._ticket_of(data)
         notes, sent = replay.notify(data, self.notes.get(ticket_id), self.oncall, at)
         self.notes[ticket_id] = notes
-        clock = self.clocks.get(ticket_id)
-        if replay.names_a_clock(data) or clock is None:  # an sla.* event names its clock
-            metric = replay.clock_metric(data)
-        else:
-            metric = replay.clock_metric(clock)
+        # an sla.* event names its clock; the rest (opened, acknowledged) first_response's
+        metric = replay.clock_metric(data)
         for n in sent:
             if n.notification_key in self.sent:
                 continue

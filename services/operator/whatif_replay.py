@@ -18,17 +18,21 @@ from schemas.events import (
     EventData,
     TicketExempted,
     TicketOpened,
+    TicketPaused,
     TicketReclassified,
     TicketResolved,
     TicketResponded,
+    TicketResumed,
+    TicketUpdated,
 )
 from services.notifier.decisions import TEAM, Notification, decide
 from services.notifier.notes import TicketNotes, note_event, record_pages
 from services.notifier.oncall import load_oncall
 from services.notifier.oncall_model import OnCall
 from services.runtime.names import SERVICE_BINDINGS, owner
-from services.sla_timer.clock import Clock, fire_due, open_clock, reclassify, respond, stop
+from services.sla_timer.clock import Clock, fire_due
 from services.sla_timer.policy import Policy, load_policy
+from services.sla_timer.ticket_clocks import apply, open_ticket
 
 __all__ = [
     "TEAM",
@@ -53,29 +57,22 @@ __all__ = [
 Fired = list[EventData]
 
 
-def open_for(data: TicketOpened, policy: Policy, correlation_id: str) -> tuple[Clock, Fired] | None:
-    """The clock `ticket.opened` starts under `policy`, or None (no rule gives one)."""
-    opened = open_clock(data.ticket, policy, correlation_id)
-    if opened is None:
+def open_for(
+    data: TicketOpened, policy: Policy, correlation_id: str
+) -> tuple[list[Clock], Fired] | None:
+    """The clocks (one per metric) `ticket.opened` starts under `policy`, or None."""
+    clocks, emitted = open_ticket(data.ticket, policy, correlation_id)
+    if not clocks:
         return None
-    clock, events = opened
-    return clock, [d for d, _ in events]
+    return list(clocks.values()), [d for _, d, _ in emitted]
 
 
-def apply_update(clock: Clock, data: EventData, policy: Policy) -> tuple[Clock, Fired]:
-    """A helpdesk update against a clock, as sla_timer's service applies it."""
-    match data:
-        case TicketResponded():
-            clock, events = respond(clock, data.at)
-        case TicketReclassified():
-            clock, events = reclassify(clock, data.severity, policy, data.at)
-        case TicketExempted():
-            clock, events = stop(clock, "exempted", data.at)
-        case TicketResolved():
-            clock, events = stop(clock, "resolved", data.at)
-        case _:
-            return clock, []
-    return clock, [d for d, _ in events]
+def apply_update(clocks: list[Clock], data: EventData, policy: Policy) -> tuple[list[Clock], Fired]:
+    """A ticket update against every clock of the ticket, as sla_timer's service applies
+    it (the clocks were made under `policy`, so their calendars are in it)."""
+    by_metric = {c.metric: c for c in clocks}
+    new, emitted = apply(by_metric, data, policy, lambda c: policy.calendars[c.calendar])
+    return list(new.values()), [d for _, d, _ in emitted]
 
 
 def fire(clock: Clock, now: datetime) -> tuple[Clock, Fired]:
@@ -139,9 +136,12 @@ def is_input(data: EventData) -> bool:
     return isinstance(
         data,
         TicketOpened
+        | TicketUpdated
         | TicketResponded
         | TicketReclassified
         | TicketExempted
         | TicketResolved
+        | TicketPaused
+        | TicketResumed
         | EscalationAcknowledged,
     )

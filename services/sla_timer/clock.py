@@ -66,6 +66,7 @@ class Clock(BaseModel):
     resume_on_reply: bool = True
     opened_at: AwareDatetime | None = None  # the ticket's create time (None: = started_at)
     replied: bool = False  # an agent has replied on the ticket
+    ticket_closed: bool = False  # resolved or exempted: no round starts again
 
     @property
     def key(self) -> str:

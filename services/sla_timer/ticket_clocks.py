@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 from schemas.events import (
     METRICS,
@@ -197,9 +198,9 @@ def _one(
         case TicketResolved(at=at) if clock.metric == "resolution":
             return respond(clock, at)
         case TicketResolved(at=at):
-            return stop(_ended(clock), "resolved", at)
+            return _end(clock, "resolved", at)
         case TicketExempted(at=at):
-            return stop(_ended(clock), "exempted", at)
+            return _end(clock, "exempted", at)
         case TicketPaused(at=at) if clock.pause_on_wait:
             return pause(clock, at)
         case TicketResumed(at=at):
@@ -207,9 +208,15 @@ def _one(
     return clock, []
 
 
-def _ended(clock: Clock) -> Clock:
-    # An idle or between-rounds clock is stopped too: `stop` skips STOPPED states.
-    return clock.model_copy(update={"state": "running"}) if clock.metric in ROUNDS else clock
+def _end(
+    clock: Clock, state: Literal["resolved", "exempted"], at: datetime
+) -> tuple[Clock, list[tuple[EventData, str]]]:
+    """The ticket closed: a running round stops; a round already met or late keeps its
+    outcome (what-if and reports count it), and none starts again."""
+    if clock.state == "idle":
+        return clock.model_copy(update={"state": state, "stopped_at": at}), []
+    stopped, events = stop(clock, state, at)
+    return stopped.model_copy(update={"ticket_closed": True}), events
 
 
 def _replied(
@@ -217,7 +224,7 @@ def _replied(
 ) -> tuple[Clock, list[tuple[EventData, str]]]:
     if clock.metric in ("first_response", "next_reply"):
         return respond(clock, at)
-    if clock.metric != "periodic_update" or clock.state in ENDED:
+    if clock.metric != "periodic_update" or clock.state in ENDED or clock.ticket_closed:
         return clock, []
     events: list[tuple[EventData, str]] = []
     if clock.state in ("running", "breached"):
@@ -237,7 +244,7 @@ def _customer_replied(
     events: list[tuple[EventData, str]] = []
     if clock.paused and clock.resume_on_reply:
         clock, events = resume(clock, calendar(clock), at)
-    if clock.metric != "next_reply" or not clock.replied:
+    if clock.metric != "next_reply" or not clock.replied or clock.ticket_closed:
         return clock, events
     if clock.state not in ("idle", "met", "responded_late"):
         return clock, events  # a round runs already, or the ticket is closed
@@ -252,7 +259,7 @@ def _reclassified(
 ) -> tuple[Clock, list[tuple[EventData, str]]]:
     if clock.state in ("running", "breached"):
         return reclassify(clock, severity, policy, at)
-    if clock.state in ENDED or clock.metric not in ROUNDS:
+    if clock.state in ENDED or clock.ticket_closed or clock.metric not in ROUNDS:
         return clock, []
     # Between rounds: the next round is counted under the new severity's rule, if any.
     if _idle(policy, clock.metric, clock, severity) is None:

@@ -195,7 +195,7 @@ def test_resolution_meets_the_resolution_clock_and_ends_every_round() -> None:
     assert kinds(emitted) == [("SlaMet", "resolution", 1)]
     assert {m: c.state for m, c in clocks.items()} == {
         "first_response": "met",
-        "next_reply": "resolved",
+        "next_reply": "resolved",  # its round was running
         "periodic_update": "resolved",
         "resolution": "met",
     }
