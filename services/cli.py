@@ -284,7 +284,7 @@ def sla_recompute(
     """Migrate running clocks to the current POLICY_FILE: deadlines from the original start."""
     from datetime import UTC, datetime
 
-    from services.sla_timer.operator import recompute
+    from services.sla_timer.recompute import recompute
 
     store, policy, where = _sla_context()
     if ticket is not None and not store.get_all(ticket):
