@@ -25,7 +25,7 @@ from schemas.events import (
     TicketUpdated,
 )
 from schemas.inbound import Severity
-from services.sla_timer.clock import fire_due
+from services.sla_timer.clock import Clock, fire_due
 from services.sla_timer.policy import Policy, load_policy, parse_policy
 from services.sla_timer.ticket_clocks import Emitted, TicketClocks, apply, open_ticket
 from tests.unit.test_sla_clock import START, TID, ticket
@@ -275,3 +275,29 @@ def test_a_running_clock_of_any_metric_moves_with_a_reclassification(metric: str
     assert clocks[metric].due_at == before  # type: ignore[index]  # same budgets here
     assert clocks[metric].severity == "business_critical"  # type: ignore[index]
     assert ("SlaScheduled", metric, 1) in kinds(emitted)
+
+
+def test_an_sla_event_and_a_clock_from_before_metrics_read_as_first_responses() -> None:
+    old_event = {
+        "ticket_id": TID,
+        "severity": "business_critical",
+        "guaranteed": True,
+        "policy_rule": "email-super-admin-business-critical",
+        "policy_version": "2026-11-01",
+        "started_at": START.isoformat(),
+        "due_at": at(30).isoformat(),
+        "fired_at": at(31).isoformat(),
+        "lateness_ms": 60000,
+    }
+    breach = SlaBreached.model_validate(old_event)
+    assert (breach.metric, breach.round) == ("first_response", 1)
+    clocks, _ = opened("business_critical", load_policy(None))
+    old_row = clocks["first_response"].model_dump(mode="json")
+    for new_field in ("metric", "round", "pause_on_wait", "resume_on_reply", "opened_at"):
+        old_row.pop(new_field)
+    old_row.pop("replied"), old_row.pop("ticket_closed")
+    old = Clock.model_validate(old_row)
+    assert (old.metric, old.key, old.cause("met")) == ("first_response", TID, "met")
+    # An agent reply stops it as before; no other metric appears from an old row.
+    after, emitted = step({"first_response": old}, responded(5), load_policy(None))
+    assert list(after) == ["first_response"] and kinds(emitted) == [("SlaMet", "first_response", 1)]
