@@ -143,16 +143,24 @@ def _create_missing(
     out: TicketClocks = dict(clocks)
     emitted: Emitted = []
     opened = base.opened_at or base.started_at
+    replied = _has_replied(clocks) or base.replied
+    base = base.model_copy(update={"replied": replied})
     for metric in METRICS:
-        if metric in out or (metric == "first_response" and base.replied):
+        prior = out.get(metric)
+        if (prior is not None and not _not_applicable(prior)) or (
+            metric == "first_response" and replied
+        ):
             continue
+        # A metric that a reclassification took away and this one gives back counts on
+        # in a new round (its events then have ids of their own).
+        next_round = prior.round + 1 if prior is not None and metric in ROUNDS else 1
         started = None
-        if metric == "periodic_update" and base.replied and at is not None:
-            started = _start(policy, metric, base, at, round_=1, severity=severity)
+        if metric == "periodic_update" and replied and at is not None:
+            started = _start(policy, metric, base, at, round_=next_round, severity=severity)
         elif metric in ROUNDS:
             idle = _idle(policy, metric, base, severity)
             if idle is not None:
-                out[metric] = idle
+                out[metric] = idle.model_copy(update={"round": next_round - 1})
             continue
         else:
             started = _start(policy, metric, base, opened, round_=1, severity=severity)
@@ -160,6 +168,25 @@ def _create_missing(
             out[metric], events = started
             emitted += [(out[metric], d, c) for d, c in events]
     return out, emitted
+
+
+def _not_applicable(clock: Clock) -> bool:
+    """Stopped by a reclassification to a severity without a rule for its metric (not by
+    the ticket's own exemption): another reclassification may give it back."""
+    return clock.state == "exempted" and not clock.ticket_closed
+
+
+def _has_replied(clocks: TicketClocks) -> bool:
+    # A first-response clock stored before `replied` existed says so by its state.
+    return any(
+        c.replied or (c.metric == "first_response" and c.state in ("met", "responded_late"))
+        for c in clocks.values()
+    )
+
+
+def _closed(clocks: TicketClocks) -> bool:
+    # `resolved`: a first-response clock stored before `ticket_closed` existed.
+    return any(c.ticket_closed or c.state == "resolved" for c in clocks.values())
 
 
 def apply(
@@ -175,11 +202,32 @@ def apply(
         new, events = _one(clock, data, policy, calendar)
         out[metric] = new
         emitted += [(new, d, c) for d, c in events]
-    if isinstance(data, TicketReclassified) and out:
+    if isinstance(data, TicketResolved | TicketExempted):  # every clock: no round again
+        out = {m: c.model_copy(update={"ticket_closed": True}) for m, c in out.items()}
+    if isinstance(data, TicketReclassified) and out and not _closed(clocks):
         base = next(iter(out.values()))
         out, more = _create_missing(out, policy, base, data.severity, data.at)
         emitted += more
+    if isinstance(data, TicketResponded | TicketReclassified) and _waiting(clocks):
+        out = _still_waiting(clocks, out, data.at)
     return out, emitted
+
+
+def _waiting(clocks: TicketClocks) -> bool:
+    return any(c.paused for c in clocks.values())
+
+
+def _still_waiting(before: TicketClocks, after: TicketClocks, at: datetime) -> TicketClocks:
+    """A round or clock started while the helpdesk waits on the customer (an agent's
+    nudge, a reclassification) starts paused, where its rule pauses: the wait goes on
+    until resumed or the customer replies."""
+    out = dict(after)
+    for metric, clock in after.items():
+        old = before.get(metric)
+        new_round = old is None or (old.round, old.started_at) != (clock.round, clock.started_at)
+        if new_round and clock.state == "running" and clock.pause_on_wait and not clock.paused:
+            out[metric], _ = pause(clock, at)
+    return out
 
 
 def _one(
@@ -215,8 +263,7 @@ def _end(
     outcome (what-if and reports count it), and none starts again."""
     if clock.state == "idle":
         return clock.model_copy(update={"state": state, "stopped_at": at}), []
-    stopped, events = stop(clock, state, at)
-    return stopped.model_copy(update={"ticket_closed": True}), events
+    return stop(clock, state, at)
 
 
 def _replied(

@@ -301,3 +301,51 @@ def test_an_sla_event_and_a_clock_from_before_metrics_read_as_first_responses() 
     # An agent reply stops it as before; no other metric appears from an old row.
     after, emitted = step({"first_response": old}, responded(5), load_policy(None))
     assert list(after) == ["first_response"] and kinds(emitted) == [("SlaMet", "first_response", 1)]
+
+
+def test_a_reclassification_after_the_ticket_closed_starts_no_clock() -> None:
+    clocks, _ = opened("standard")
+    clocks, _ = step(clocks, responded(10))
+    clocks, _ = step(clocks, TicketResolved(ticket_id=TID, at=at(20)))
+    after, emitted = step(
+        clocks, TicketReclassified(ticket_id=TID, at=at(30), severity="business_critical")
+    )
+    assert "periodic_update" not in after and emitted == []
+    assert all(c.next_fire() is None for c in after.values())
+
+
+def test_a_round_started_while_waiting_on_the_customer_starts_paused() -> None:
+    clocks, _ = opened("business_critical")
+    clocks, _ = step(clocks, responded(10))  # periodic updates due 40
+    clocks, _ = step(clocks, TicketPaused(ticket_id=TID, at=at(11)))
+    clocks, emitted = step(clocks, responded(20))  # the agent nudges; still waiting
+    update = clocks["periodic_update"]
+    assert (update.round, update.paused, update.next_fire()) == (2, True, None)
+    assert ("SlaMet", "periodic_update", 1) in kinds(emitted)
+    # The customer answers at 50: the round resumes from 50, due 80.
+    clocks, _ = step(clocks, follow_up(50))
+    assert not clocks["periodic_update"].paused
+    assert clocks["periodic_update"].due_at == at(80)
+
+
+def test_a_metric_taken_away_by_a_reclassification_comes_back_with_the_next_one() -> None:
+    clocks, _ = opened("business_critical")
+    clocks, _ = step(clocks, responded(10))  # periodic updates round 1, due 40
+    clocks, _ = step(clocks, TicketReclassified(ticket_id=TID, at=at(15), severity="standard"))
+    assert clocks["periodic_update"].state == "exempted"  # no rule for standard
+    clocks, emitted = step(
+        clocks, TicketReclassified(ticket_id=TID, at=at(20), severity="business_critical")
+    )
+    update = clocks["periodic_update"]
+    assert (update.state, update.round, update.due_at) == ("running", 2, at(50))
+    assert ("SlaScheduled", "periodic_update", 2) in kinds(emitted)
+    # ... and it goes on with the next agent reply.
+    clocks, emitted = step(clocks, responded(30))
+    assert kinds(emitted) == [
+        ("SlaMet", "periodic_update", 2),
+        ("SlaScheduled", "periodic_update", 3),
+    ]
+    # The ticket's own exemption is final: a reclassification then starts nothing.
+    ended, _ = step(clocks, TicketExempted(ticket_id=TID, at=at(40), reason="duplicate"))
+    again, emitted = step(ended, TicketReclassified(ticket_id=TID, at=at(50), severity="standard"))
+    assert emitted == [] and again == ended
