@@ -11,7 +11,14 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from schemas.inbound import Severity, TicketId
 from schemas.ticket import Attachment, Channel, Ticket
@@ -94,6 +101,16 @@ class _SlaData(EventData):
         default=1, ge=1, description="next_reply and periodic_update: which reply or update"
     )
     severity: Severity
+
+    # NOTE: a first_response event is written without `metric` and `round`, byte for
+    # byte as before there were metrics: a consumer from before them (whose models forbid
+    # unknown fields) keeps reading it. Only the other metrics' events carry the fields.
+    @model_serializer(mode="wrap")
+    def _as_before_metrics(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("metric") == "first_response" and out.get("round") == 1:
+            del out["metric"], out["round"]
+        return out
     guaranteed: bool
     policy_rule: str
     policy_version: str

@@ -7,6 +7,7 @@ resolution 8 h target; all on a 24/7 calendar. START is Friday 2026-11-27 09:58:
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -349,3 +350,17 @@ def test_a_metric_taken_away_by_a_reclassification_comes_back_with_the_next_one(
     ended, _ = step(clocks, TicketExempted(ticket_id=TID, at=at(40), reason="duplicate"))
     again, emitted = step(ended, TicketReclassified(ticket_id=TID, at=at(50), severity="standard"))
     assert emitted == [] and again == ended
+
+
+def test_first_response_events_are_written_as_before_metrics_for_older_consumers() -> None:
+    # Older consumers' models forbid unknown fields: a first_response event carries
+    # exactly the fields it had before metrics; the other metrics' carry both.
+    _, emitted = opened("business_critical")
+    for _, data, _ in emitted:
+        body = json.loads(data.model_dump_json())
+        new = {"metric", "round"}
+        if data.metric == "first_response":  # type: ignore[attr-defined]
+            assert set(body) == set(type(data).model_fields) - new
+        else:
+            assert new <= set(body)
+        assert type(data).model_validate(body) == data
