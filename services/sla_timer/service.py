@@ -103,7 +103,8 @@ class SlaTimer:
                 clock = Clock.model_validate(stored)
                 clocks.setdefault(clock.ticket_id, {})[clock.metric] = clock
             opening = {e.subject for _, e, d in todo if isinstance(d, TicketOpened)} - set(clocks)
-            batch = _Batch(clocks, self.store.early_for(conn, opening))
+            follow_ups = {e.subject for _, e, d in todo if isinstance(d, TicketUpdated)}
+            batch = _Batch(clocks, self.store.early_for(conn, opening | (follow_ups - set(clocks))))
             for i, event, data in todo:
                 if event.id in seen:
                     continue
@@ -130,14 +131,15 @@ class SlaTimer:
         if isinstance(data, TicketOpened):
             if current is None:  # a second opened for the ticket: the first one set the clocks
                 clocks, emitted = open_ticket(data.ticket, self.policy, event.correlationid)
-                for body in batch.early.get(ticket_id, []) if clocks else []:
-                    early = CloudEvent.model_validate_json(body)
-                    clocks, more = self._update(clocks, early.parsed())
+                for early in _by_time(batch.early.get(ticket_id, []) if clocks else []):
+                    clocks, more = self._update(clocks, early)
                     emitted += more
         elif current is None:
-            if not isinstance(data, TicketUpdated):  # a follow-up before opened: no clock yet
-                # NOTE: events can overtake each other (redelivery, replicas): keep the
-                # update and apply it when its ticket.opened arrives.
+            # NOTE: events can overtake each other (redelivery, replicas): keep the update
+            # and apply it when its ticket.opened arrives. A customer follow-up only
+            # matters after something else (an agent reply, a wait): kept only then, so
+            # the follow-ups of tickets without clocks are not all written down.
+            if not isinstance(data, TicketUpdated) or batch.early.get(ticket_id):
                 body = event.model_dump_json()
                 batch.parked.append({"event_id": event.id, "ticket_id": ticket_id, "body": body})
                 batch.early.setdefault(ticket_id, []).append(body)
@@ -249,3 +251,9 @@ class SlaTimer:
             correlation_id=clock.correlation_id,
             now=now,
         )
+
+
+def _by_time(bodies: list[str]) -> list[EventData]:
+    """Parked updates in the order they happened (their `at`), not the order they came."""
+    updates = [CloudEvent.model_validate_json(body).parsed() for body in bodies]
+    return sorted(updates, key=lambda data: getattr(data, "at"))  # noqa: B009 - every update has one
