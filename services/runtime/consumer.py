@@ -98,6 +98,7 @@ class ConsumeLoop:
     ) -> None:
         self.service = service
         self._handlers = dict(handlers)
+        self._routes: dict[str, Handler] = {}  # routing key -> its handler, as found
         self._batch_handler = batch_handler
         self._queue_key = queue or service  # which of the service's queues this loop reads
         self._arrived: Arrivals[Delivery] = Arrivals(urgent)
@@ -126,11 +127,20 @@ class ConsumeLoop:
         self._acker = Acker(multiple=False)
         self._info_enabled = True
         self._lines: LineBuffer | None = None  # the JSON lines of this loop, one write a turn
+        # what a settling pass confirmed, recorded at its end (_settle_ready)
+        self._confirmed_ids: list[str] = []
+        self._settled: dict[str, int] = {}
+        self._published_count = 0
 
     # -- handling -------------------------------------------------------------------
     def _handler_for(self, routing_key: str) -> Handler:
+        handler = self._routes.get(routing_key)
+        if handler is not None:
+            return handler
         for key, handler in self._handlers.items():
             if routing_key == key or routing_key.startswith(key + ".") or key == "#":
+                if len(self._routes) < 1000:  # keys come from upstream: bounded
+                    self._routes[routing_key] = handler
                 return handler
         raise PermanentError(f"no handler for routing key {routing_key!r}", reason="no_handler")
 
@@ -209,9 +219,15 @@ class ConsumeLoop:
 
     def _outputs(self, delivery: Delivery, outputs: list[Outgoing]) -> None:
         # Drop what was already confirmed; what is still in flight is waited for.
-        fresh = [o for o in outputs if o.message_id not in self._published]
-        deps = [self._pending_ids[o.message_id] for o in fresh if o.message_id in self._pending_ids]
-        fresh = [o for o in fresh if o.message_id not in self._pending_ids]
+        fresh, deps = [], []
+        for out in outputs:
+            if out.message_id in self._published:
+                continue
+            pending = self._pending_ids.get(out.message_id)
+            if pending is None:
+                fresh.append(out)
+            else:
+                deps.append(pending)
         self._track(delivery, fresh, "acked" if fresh or not outputs else "duplicate", deps)
 
     def _track(
@@ -273,6 +289,22 @@ class ConsumeLoop:
         In order: confirms arrive in publish order, and a delivery that waits behind an
         older one costs a moment, never a wrong ack."""
         self._publisher.pump(0)
+        try:
+            self._settle_confirmed()
+        finally:
+            # once per pass, not per delivery: the dedup window's clock and eviction, and
+            # the counters' locks
+            self._published.add_all(self._confirmed_ids)
+            self._confirmed_ids = []
+            for outcome, count in self._settled.items():
+                self._metrics.outcome(outcome).inc(count)
+            if self._published_count:
+                self._metrics.published.inc(self._published_count)
+            self._settled, self._published_count = {}, 0
+        self._acker.flush()
+        self._flush_lines()
+
+    def _settle_confirmed(self) -> None:
         while self._inflight:
             item = self._inflight[0]
             if not all(self._publisher.is_done(seq) for seq in item.seqs):
@@ -293,8 +325,6 @@ class ConsumeLoop:
                 self._publish_failed(item, errors[0])
             else:
                 self._settle(item)
-        self._acker.flush()
-        self._flush_lines()
 
     def _flush(self) -> None:
         """Block until everything in flight is settled (confirmed, failed or expired)."""
@@ -304,7 +334,7 @@ class ConsumeLoop:
 
     def _settle(self, item: InFlight) -> None:
         self._acker.ack_later(item.delivery.message)
-        self._published.add_all(o.message_id for o in item.outputs if not is_dead_letter(o))
+        self._confirmed_ids += [o.message_id for o in item.outputs if not is_dead_letter(o)]
         # NOTE: a dead-lettered input was not handled: replayed from its DLQ (same
         # message id) it must be taken again, not acked as a duplicate and so lost.
         dead = item.outcome == "dead_lettered"
@@ -313,8 +343,8 @@ class ConsumeLoop:
         outcome = item.outcome
         if outcome == "acked" and any(is_dead_letter(o) for o in item.outputs):
             outcome = "dead_lettered"  # the handler parked its own input (the notifier does)
-        self._metrics.outcome(outcome).inc()
-        self._metrics.published.inc(len(item.outputs))
+        self._settled[outcome] = self._settled.get(outcome, 0) + 1
+        self._published_count += len(item.outputs)
         extra = item.outputs[0].log if item.outputs else {}
         self._log(item.delivery, outcome, **extra)
 

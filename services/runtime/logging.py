@@ -7,7 +7,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -79,6 +80,19 @@ def _mask_fields(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return fields
 
 
+def _encoder() -> Callable[[Any], str]:
+    """json.dumps(obj, default=_fallback) without building an encoder per call (which
+    JSONEncoder.encode does): the C encoder, made once."""
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+    if make is None:  # a Python without the C accelerator
+        return json.JSONEncoder(default=_fallback).encode
+    # NOTE: markers=None: no circular-reference check; log fields are flat values.
+    iterencode = make(
+        None, _fallback, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    return lambda obj: "".join(iterencode(obj, 0))
+
+
 def _fallback(obj: Any) -> Any:  # what structlog's JSONRenderer does with other types
     try:
         return obj.__structlog__()
@@ -98,7 +112,9 @@ class LineBuffer:
         self._out = structlog.WriteLogger(file)  # its lock keeps lines of threads apart
         self._min = min_level
         self._lines: list[str] = []
-        self._encode = json.JSONEncoder(default=_fallback).encode
+        self._encode = _encoder()
+        self._second = -1  # the whole second `_stamp` holds the text of
+        self._stamp = ""
 
     def enabled(self, level: str) -> bool:
         return logging.getLevelNamesMapping()[level.upper()] >= self._min
@@ -109,9 +125,19 @@ class LineBuffer:
         _mask_fields(fields)
         fields["event"] = event
         fields["level"] = level
-        now = datetime.datetime.now(tz=datetime.UTC).isoformat()
-        fields["timestamp"] = now.replace("+00:00", "Z")
+        fields["timestamp"] = self._timestamp()
         self._lines.append(self._encode(fields))
+
+    def _timestamp(self) -> str:
+        """TimeStamper(fmt="iso", utc=True)'s text, the date and time formatted once a
+        second (as datetime.isoformat: no fraction when the microseconds are 0)."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            at = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
+            self._second, self._stamp = second, at.isoformat()[:19]
+        micros = int((now - second) * 1_000_000)
+        return f"{self._stamp}.{micros:06d}Z" if micros else f"{self._stamp}Z"
 
     def flush(self) -> None:
         if self._lines:
