@@ -139,9 +139,10 @@ def note_event(notes: TicketNotes | None, data: EventData) -> TicketNotes:
         case SlaScheduled() | SlaWarning() | SlaBreached() | SlaMet() if (
             data.metric != "first_response"
         ):
-            return notes.model_copy(
-                update={"metric_due": {**notes.metric_due, data.metric: data.due_at}}
-            )
+            # The severity too: a reclassification after the first response moves only
+            # the other metrics' clocks, and their messages must say the new one.
+            due = {**notes.metric_due, data.metric: data.due_at}
+            return notes.model_copy(update={"metric_due": due, "severity": data.severity})
         case SlaScheduled() | SlaWarning() | SlaBreached() | SlaMet():
             update = {
                 "severity": data.severity,
@@ -156,7 +157,9 @@ def note_event(notes: TicketNotes | None, data: EventData) -> TicketNotes:
         case TicketReclassified(severity=severity):
             return notes.model_copy(update={"severity": severity})
         case TicketExempted():
-            return notes.model_copy(update={"closed": notes.closed or "exempted"})
+            # After a first response met the ticket can still be exempted: then closed.
+            closed = notes.closed if notes.closed == "resolved" else "exempted"
+            return notes.model_copy(update={"closed": closed})
         case TicketResolved():
             return notes.model_copy(update={"closed": "resolved"})
         case EscalationAcknowledged(at=at, by=by):

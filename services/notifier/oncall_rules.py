@@ -117,6 +117,15 @@ class NotifyRules(MetricNotifyRules):
     breached_standard: NotifyRule = _rule(levels=[1], kind="notify", team=True)
     metrics: dict[Metric, MetricNotifyRules] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _first_response_is_top_level(self) -> Self:
+        if "first_response" in self.metrics:
+            raise LocatedError(
+                ("metrics", "first_response"),
+                "first_response's triggers are the ones above (opened_*, warning_*, ...)",
+            )
+        return self
+
     def of(self, metric: Metric) -> MetricNotifyRules:
         if metric == "first_response":
             return self

@@ -139,8 +139,8 @@ class _Replay:
         if when is not None and (before is None or replay.next_fire(before) != when):
             self.seq += 1
             heapq.heappush(self.due, (when, self.seq, clock.ticket_id, metric))
-        if clock.state == "idle":
-            return  # no round has run: nothing to count for this metric yet
+        if clock.round == 0:
+            return  # no round has run (idle, or closed while idle): nothing to count yet
         key = (clock.ticket_id, metric)
         self.run.outcomes[key] = TicketOutcome(
             clock.ticket_id, key[1], clock.rule, clock.due_at, _outcome(clock), clock.warned

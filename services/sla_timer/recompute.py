@@ -77,6 +77,8 @@ def migrate_clock(clock: Clock, policy: Policy, now: datetime) -> Outcome:
             "guaranteed": deadlines.guaranteed,
             "calendar": deadlines.calendar,
             "policy_version": deadlines.policy_version,
+            "pause_on_wait": deadlines.pause,
+            "resume_on_reply": deadlines.resume_on_reply,
             "due_at": due_at,
             "warn_at": warn_at,
         }

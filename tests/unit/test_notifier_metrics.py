@@ -16,6 +16,7 @@ from schemas.events import (
     SlaBreached,
     SlaMet,
     SlaScheduled,
+    TicketExempted,
     TicketOpened,
     TicketResolved,
 )
@@ -147,4 +148,30 @@ def test_other_metrics_events_leave_the_first_response_facts_alone(oncall: OnCal
 def test_a_metric_rule_is_checked_against_the_file() -> None:
     bad = ONCALL + "notify:\n  metrics:\n    next_reply:\n      missed_target: {levels: [7]}\n"
     with pytest.raises(OnCallError, match="no escalation level 7"):
+        parse_oncall(bad)
+
+
+def test_a_later_metrics_message_says_the_severity_it_was_reclassified_to(
+    oncall: OnCall,
+) -> None:
+    # Answered as standard, then reclassified: only the other metrics' clocks move, and
+    # their events bring the new severity along.
+    standard = [TicketOpened(ticket=ticket("standard")), sla(SlaMet, severity="standard")]
+    breach = metric_event(SlaBreached, "periodic_update", 1)  # business-critical
+    notes, _ = run([*standard, breach], parse_oncall(ONCALL + PAGING_UPDATES))
+    assert notes.severity == "business_critical"
+
+
+def test_an_exemption_after_the_first_response_stops_the_other_metrics_triggers(
+    oncall: OnCall,
+) -> None:
+    late = metric_event(SlaBreached, "next_reply", 1, guaranteed=False)
+    exempted = TicketExempted(ticket_id=TID, at=NOW, reason="duplicate")
+    notes, out = run([*opened_and_answered(), exempted, late], oncall)
+    assert notes.closed == "exempted" and out == []
+
+
+def test_first_response_triggers_are_not_set_under_metrics() -> None:
+    bad = ONCALL + "notify:\n  metrics:\n    first_response:\n      missed_target: {}\n"
+    with pytest.raises(OnCallError, match="first_response's triggers are the ones above"):
         parse_oncall(bad)

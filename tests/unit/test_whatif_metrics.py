@@ -80,3 +80,11 @@ def test_a_policy_with_more_metrics_counts_each_beside_the_current_one() -> None
     assert metrics["resolution"]["breaches"] == {"current": 0, "proposed": 0}
     outcome = proposed.outcomes[(A, "resolution")]
     assert outcome.due_at == T0 + at(360)
+
+
+def test_a_round_metric_that_never_ran_a_round_is_not_counted() -> None:
+    resolved = TicketResolved(ticket_id=A, at=T0 + at(60))
+    events = [opened(A), responded(A, at(10)), event(resolved, A, T0 + at(60), "resolved")]
+    doc = compare(simulate(events, HOUR, KIM), simulate(events, WITH_METRICS, KIM), WINDOW, {})
+    assert "next_reply" not in doc["metrics"]  # no follow-up: no next-reply round
+    assert [c["metric"] for c in doc["changed"]] == ["resolution"]  # no clock -> met
