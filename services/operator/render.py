@@ -70,18 +70,18 @@ def _sla_tables(report: StatusReport) -> RenderableType:
     header = literal(f"SLA store {sla.store}: open clocks: {states}")
     upcoming = Table(title="next deadlines")
     _id_column(upcoming, "ticket", [d.ticket_id for d in sla.next_deadlines])
-    for column in ("kind", "severity", "next", "fires at", "due"):
+    for column in ("metric", "kind", "severity", "next", "fires at", "due"):
         upcoming.add_column(column)
     for d in sla.next_deadlines:
-        upcoming.add_row(
-            *map(literal, (d.ticket_id, d.kind, d.severity, d.fires, d.fires_at)), literal(d.due_at)
-        )
+        cells = (d.ticket_id, d.metric, d.kind, d.severity, d.fires, d.fires_at, d.due_at)
+        upcoming.add_row(*map(literal, cells))
     breaches = Table(title=f"breaches in the last hour: {len(sla.breaches_last_hour)}")
     _id_column(breaches, "ticket", [b.ticket_id for b in sla.breaches_last_hour])
-    for column in ("kind", "severity", "due", "breached at"):
+    for column in ("metric", "kind", "severity", "due", "breached at"):
         breaches.add_column(column)
     for b in sla.breaches_last_hour:
-        breaches.add_row(*map(literal, (b.ticket_id, b.kind, b.severity, b.due_at, b.breached_at)))
+        row = (b.ticket_id, b.metric, b.kind, b.severity, b.due_at, b.breached_at)
+        breaches.add_row(*map(literal, row))
     return Group(header, upcoming, breaches)
 
 

@@ -28,6 +28,7 @@ class Deadline:
     fires: str  # what fires next: warning | breach
     fires_at: str
     due_at: str
+    metric: str = "first_response"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Breach:
     severity: str
     due_at: str
     breached_at: str
+    metric: str = "first_response"
 
 
 @dataclass
@@ -166,6 +168,7 @@ def _deadline(data: dict[str, Any], fires_at: datetime) -> Deadline:
         fires="breach" if _when(fires_at) >= due else "warning",
         fires_at=_iso(fires_at),
         due_at=_iso(due),
+        metric=str(data.get("metric", "first_response")),
     )
 
 
@@ -178,4 +181,5 @@ def _breach(data: dict[str, Any]) -> Breach | None:
         severity=str(data.get("severity", "")),
         due_at=_iso(data["due_at"]),
         breached_at=_iso(data["breached_at"]),
+        metric=str(data.get("metric", "first_response")),
     )

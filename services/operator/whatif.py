@@ -21,6 +21,7 @@ from schemas.events import (
     SlaBreached,
     SlaWarning,
     TicketOpened,
+    TicketUpdated,
 )
 from services.operator import whatif_replay as replay
 
@@ -94,7 +95,8 @@ class _Replay:
         elif event.subject in self.opened:  # a ticket without a clock
             self._notify(data, event.time)
         else:  # NOTE: as sla_timer does, an update before its ticket.opened waits for it
-            self.parked.setdefault(event.subject, []).append(data)
+            if not isinstance(data, TicketUpdated) or event.subject in self.parked:
+                self.parked.setdefault(event.subject, []).append(data)  # as sla_timer keeps
 
     def _open(self, ticket_id: str, data: TicketOpened, event: CloudEvent) -> None:
         if ticket_id in self.opened:
@@ -108,7 +110,8 @@ class _Replay:
         clocks, fired = started
         self._set_all(clocks, event.time)
         self._emit(fired, event.time)
-        for early in self.parked.pop(ticket_id, []):
+        parked = self.parked.pop(ticket_id, [])
+        for early in sorted(parked, key=lambda d: getattr(d, "at")):  # noqa: B009 - updates have one
             clocks = list(self.clocks[ticket_id].values())
             clocks, fired = replay.apply_update(clocks, early, self.policy)
             self._set_all(clocks, event.time)
