@@ -12,17 +12,19 @@ from typing import Any
 class Acker:
     def __init__(self, multiple: bool) -> None:
         self._multiple = multiple  # kombu's in-memory transport ignores `multiple`
-        self._held: set[int] = set()  # delivered on this channel, not yet settled
+        # Delivered on this channel, not yet settled, in delivery (= tag) order: the
+        # lowest held tag is found at the front, without scanning the whole window.
+        self._held: dict[int, None] = {}
         self._ready: list[Any] = []
 
     def received(self, message: Any) -> None:
-        self._held.add(message.delivery_tag)
+        self._held[message.delivery_tag] = None
 
     def ack_later(self, message: Any) -> None:
         self._ready.append(message)
 
     def reject(self, message: Any, requeue: bool) -> None:
-        self._held.discard(message.delivery_tag)
+        self._held.pop(message.delivery_tag, None)
         message.reject(requeue=requeue)
 
     def flush(self) -> None:
@@ -38,15 +40,16 @@ class Acker:
                 message.ack()
         else:
             # Safe: no delivery below `cut` is still held (e.g. waiting to retry).
-            cut = min(self._held - tags, default=None)
+            cut = next((t for t in self._held if t not in tags), None)
             below = [m for m in ready if cut is None or m.delivery_tag < cut]
             if below:
                 max(below, key=lambda m: m.delivery_tag).ack(multiple=True)
             for message in ready:
                 if cut is not None and message.delivery_tag > cut:
                     message.ack()
-        self._held -= tags
+        for tag in tags:
+            self._held.pop(tag, None)
 
     def reset(self) -> None:
         """After a reconnect the old channel's tags mean nothing: never ack them."""
-        self._held, self._ready = set(), []
+        self._held, self._ready = {}, []

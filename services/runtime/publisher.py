@@ -86,7 +86,8 @@ class ConfirmedPublisher:
 
     def _reset(self) -> None:
         self._next_seq = 1
-        self._unconfirmed: set[int] = set()
+        # in publish (= sequence) order, so a multiple confirm takes from the front
+        self._unconfirmed: dict[int, None] = {}
         self._results: dict[int, PipelineError | None] = {}
         self._returned: dict[int, PipelineError] = {}
         self._seq_by_id: dict[str, int] = {}
@@ -141,7 +142,7 @@ class ConfirmedPublisher:
         if not self._confirms:
             self._results[seq] = None  # in-memory: done when written
         else:
-            self._unconfirmed.add(seq)
+            self._unconfirmed[seq] = None
             if out.mandatory:
                 self._seq_by_id[token] = seq
                 self._id_by_seq[seq] = token
@@ -176,7 +177,7 @@ class ConfirmedPublisher:
         """Give up waiting: these publishes end as 'unknown', which is not 'failed'."""
         for seq in seqs:
             if seq in self._unconfirmed:
-                self._unconfirmed.discard(seq)
+                del self._unconfirmed[seq]
                 self._forget_id(seq)
                 self._results[seq] = ConfirmUnknown(f"no confirm within {self._confirm_timeout_s}s")
 
@@ -241,10 +242,15 @@ class ConfirmedPublisher:
         if not multiple:  # a late confirm for an expired publish is ignored
             if delivery_tag not in self._unconfirmed:
                 return []
-            self._unconfirmed.discard(delivery_tag)
+            del self._unconfirmed[delivery_tag]
             return [delivery_tag]
-        done = [seq for seq in self._unconfirmed if seq <= delivery_tag]
-        self._unconfirmed.difference_update(done)
+        done = []
+        for seq in self._unconfirmed:
+            if seq > delivery_tag:
+                break
+            done.append(seq)
+        for seq in done:
+            del self._unconfirmed[seq]
         return done
 
     def _forget_id(self, seq: int) -> None:
