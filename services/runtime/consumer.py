@@ -28,6 +28,7 @@ from services.runtime.amqp_transport import has_input, read_available, wait_for_
 from services.runtime.arrivals import Arrivals, Urgency
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
+from services.runtime.deliveries import DeliveringConsumer
 from services.runtime.errors import ConnectionLost, PermanentError, PipelineError, TransientError
 from services.runtime.failures import Backoff, dead_letter, decide, is_dead_letter
 from services.runtime.logging import LineBuffer, line_buffer
@@ -393,7 +394,7 @@ class ConsumeLoop:
             # NOTE: quorum queues refuse global (channel-wide) QoS: prefetch per consumer.
             channel.basic_qos(0, self._s.prefetch, False)
             queue = self._names.queue(self._queue_key)
-            self._consumer = Consumer(
+            self._consumer = DeliveringConsumer(
                 channel,
                 queues=[],
                 on_message=self._on_message,
