@@ -29,6 +29,7 @@ from services.runtime.publisher import CONNECTION_ERRORS, ConfirmedPublisher
 log = structlog.get_logger("operator.dlq")
 MAX_PREFETCH = 65535  # AMQP's prefetch count is a short
 IDLE_S = 1.0  # nothing delivered for this long: the rest is held by someone else
+REQUEUE_WAIT_S = 2.0
 REPLAY_ERRORS: tuple[type[BaseException], ...] = (ConnectionLost, *CONNECTION_ERRORS)
 
 
@@ -119,6 +120,14 @@ class DeadLetterSession:
             letters.append(letter)
         return letters
 
+    def _wait_ready(self, count: int, timeout_s: float = REQUEUE_WAIT_S) -> None:
+        # NOTE: a quorum queue applies a requeue through its log: for a moment after the
+        # nack the letters are neither held nor ready, and the next `dlq list` run right
+        # after this one would miss them. Wait (bounded) until they are ready again.
+        deadline = time.monotonic() + timeout_s
+        while self.depth() < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def ack(self, letter: DeadLetter) -> None:
         self._held.pop(id(letter)).ack()
         self._acked = True
@@ -131,7 +140,9 @@ class DeadLetterSession:
             # counted as a failed delivery by RabbitMQ >= 4.3 quorum queues, so reading
             # never brings a dead letter closer to a delivery limit there.
             self._channel.send_method(spec.Basic.Nack, "Lbb", (top, True, True))
+            given_back = len(self._held)
             self._held.clear()
+            self._wait_ready(given_back)
         if self._acked:
             # NOTE: a quorum queue can ignore acks that arrive just before their channel
             # closes (rabbitmq-server#10327); a synchronous round trip and a short pause
