@@ -111,6 +111,7 @@ class _SlaData(EventData):
         if out.get("metric") == "first_response" and out.get("round") == 1:
             del out["metric"], out["round"]
         return out
+
     guaranteed: bool
     policy_rule: str
     policy_version: str
