@@ -10,11 +10,16 @@ through kombu, and on other transports (in-memory) nothing changes.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import amqp
 from kombu import Consumer
 from kombu.exceptions import MessageStateError
+
+from services.runtime.messages import Inbound
 
 
 class Delivered:
@@ -64,3 +69,28 @@ class DeliveringConsumer(Consumer):  # type: ignore[misc]
             if "compression" not in headers:
                 return self.on_message(Delivered(message, headers))
         return super()._receive_callback(message)
+
+
+@dataclass
+class Delivery:
+    message: Any  # Delivered or kombu.Message; only the loop touches it
+    inbound: Inbound
+    generation: int
+    attempts: int = 0
+    first_failure: datetime | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def to_inbound(message: Any) -> Inbound:
+    props = message.properties
+    info = message.delivery_info
+    return Inbound(
+        body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
+        routing_key=info.get("routing_key", ""),
+        exchange=info.get("exchange", ""),
+        content_type=message.content_type or None,
+        headers=dict(message.headers or {}),
+        message_id=props.get("message_id"),
+        correlation_id=props.get("correlation_id"),
+        redelivered=bool(info.get("redelivered")),
+    )
