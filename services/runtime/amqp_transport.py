@@ -21,6 +21,8 @@ from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
 
+from services.runtime.deliver_frames import take_delivery
+
 READ_CHUNK = 64 * 1024
 FRAME_END = 0xCE
 _AGAIN = (errno.EAGAIN, errno.EINTR)
@@ -49,6 +51,17 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
             super().write(s)
         else:
             self._corked.append(bytes(s))
+
+    def unparsed(self) -> tuple[bytes, int]:
+        """The buffer and where its unparsed bytes start."""
+        return self._rbuf, self._rpos
+
+    def advance(self, end: int) -> None:
+        """Mark the buffer parsed up to `end` (what deliver_frames took)."""
+        if end == len(self._rbuf):
+            self._rbuf, self._rpos = b"", 0
+        else:
+            self._rpos = end
 
     def pending(self) -> int:
         """Bytes received and not parsed yet."""
@@ -210,11 +223,16 @@ def read_available(
     frames = 0
     transport = connection.transport
     on_frame = connection.on_inbound_frame
+    buffered = isinstance(transport, BufferedTCPTransport)
     # connection.blocking_read(None) without its per-frame context manager, which for a
     # timeout of None changes nothing; a frame that closes the connection ends the loop.
     while frames < limit and connection.transport is transport and has_input(connection):
-        on_frame(transport.read_frame())
-        frames += 1
+        taken = take_delivery(connection, transport) if buffered else 0
+        if taken:
+            frames += taken
+        else:
+            on_frame(transport.read_frame())
+            frames += 1
         if stop is not None and stop():
             break
     return frames

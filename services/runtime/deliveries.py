@@ -47,6 +47,27 @@ class Delivered:
         self.headers = headers
         self.properties = props
 
+    @classmethod
+    def of(
+        cls,
+        channel: Any,
+        delivery_info: dict[str, Any],
+        properties: dict[str, Any],
+        headers: dict[str, Any],
+        body: bytes,
+    ) -> Delivered:
+        """A delivery parsed from its frames (services.runtime.deliver_frames)."""
+        self = cls.__new__(cls)
+        self._channel = channel
+        self._settled = False
+        self.body = body
+        self.content_type = properties.get("content_type")
+        self.delivery_info = delivery_info
+        self.delivery_tag = delivery_info["delivery_tag"]
+        self.headers = headers
+        self.properties = properties
+        return self
+
     def _settle(self) -> Any:
         if self._settled:  # as kombu refuses it: a second settle would close the channel
             raise MessageStateError(f"message {self.delivery_tag} already settled")
