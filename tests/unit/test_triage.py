@@ -156,6 +156,31 @@ def test_triage_never_raises_on_arbitrary_text(texts: list[str]) -> None:
         assert all(p and p in collapsed for p in hint.phrases)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # words led by punctuation, a non-ASCII space, a line end or upper case
+        ("(OUTAGE) since 9:50", {"system_outage": ["OUTAGE"]}),
+        ("«Locked out» of the portal", {"login_outage": ["Locked out"]}),
+        ("Status:\u00a0system-wide\nand data\tloss", {"system_outage": ["system-wide"]}),
+        ("We\u2019re fine.\nHow do I export?", {"question": ["How do I"]}),
+        # cms may end another word in "the whole company ... cms"
+        (
+            "The entire company relies on our webcms",
+            {"cms_unreachable": ["entire company relies on our webcms"]},
+        ),
+        # a phrase that starts inside the one before it
+        ("we are locked outage", {"login_outage": ["locked out"]}),
+        # a letter beyond ASCII makes "outage" no word start: the scan agrees
+        ("éoutage and çlocked out", {}),
+    ],
+)
+def test_word_starts_after_any_non_word_character(
+    text: str, expected: dict[str, list[str]]
+) -> None:
+    assert signals(text) == expected
+
+
 def test_a_signal_inside_another_word_is_no_signal() -> None:
     assert triage_hints("The unconfigured printer is fine, no blackoutage here.") == []
     assert [h.signal for h in triage_hints("Please configure the printer")] == ["configuration"]
