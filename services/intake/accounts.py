@@ -69,7 +69,7 @@ class AccountsFile(BaseModel):
         return accounts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """What a request says about its submitter; any field may be missing."""
 
@@ -86,9 +86,32 @@ def _matches(contact: Contact, who: Identity) -> bool:
     )
 
 
+class _Contacts:
+    """One account's contacts of one role, indexed by what identifies them: a role is
+    found in a few set lookups, however many people an account lists (`_matches`
+    over every contact is the definition, and the tests hold the two to each other)."""
+
+    __slots__ = ("emails", "phones", "user_ids")
+
+    def __init__(self, contacts: list[Contact]) -> None:
+        self.user_ids = {c.user_id for c in contacts if c.user_id}
+        self.emails = {c.email.lower() for c in contacts if c.email}
+        self.phones = {c.phone for c in contacts if c.phone}
+
+    def know(self, who: Identity) -> bool:
+        return bool(
+            (who.user_id and who.user_id in self.user_ids)
+            or (who.email and who.email.lower() in self.emails)
+            or (who.phone and who.phone in self.phones)
+        )
+
+
 class AccountsDirectory:
     def __init__(self, accounts: list[Account]) -> None:
         self._by_portal = {account.portal_id: account for account in accounts}
+        self._roles = {
+            a.portal_id: (_Contacts(a.super_admins), _Contacts(a.users)) for a in accounts
+        }
 
     @classmethod
     def load(cls, path: Path | str) -> AccountsDirectory:
@@ -120,11 +143,13 @@ class AccountsDirectory:
     def role(self, account: Account | None, who: Identity) -> SubmitterRole:
         if account is None:
             return "unknown"
-        if any(_matches(c, who) for c in account.super_admins):
+        roles = self._roles.get(account.portal_id)
+        if roles is None or self._by_portal[account.portal_id] is not account:
+            roles = (_Contacts(account.super_admins), _Contacts(account.users))  # not ours
+        admins, users = roles
+        if admins.know(who):
             return "super_admin"
-        if any(_matches(c, who) for c in account.users):
-            return "user"
-        return "unknown"
+        return "user" if users.know(who) else "unknown"
 
     def portal_of(self, who: Identity) -> int | None:
         """For raw mail with no portal hint: the one account that knows this sender."""

@@ -8,6 +8,7 @@ same input always yields the same ticket id and the same event ids.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,9 @@ SERVICE = "intake"
 MAX_TEXT = 64 * 1024
 
 
-@dataclass(frozen=True)
+# NOTE: slots, not frozen: a frozen dataclass sets each field through object.__setattr__,
+# ~3x the cost of building one, for three of them per message. Nothing mutates them.
+@dataclass(slots=True)
 class Request:
     """A channel-independent view of a customer's request or follow-up."""
 
@@ -57,7 +60,7 @@ class Request:
     source: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Context:
     directory: AccountsDirectory
     correlation_id: str
@@ -111,7 +114,7 @@ def build_ticket(req: Request, ctx: Context) -> Ticket:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Draft:
     """An event before its envelope. The consume loop gets it as a message serialized
     once (`outgoing`); whoever wants the CloudEvent (tests, previews) gets `event`, and
@@ -193,7 +196,7 @@ def chat_drafts(p: ChatRequest, ctx: Context) -> list[Draft]:
     drafts = [opened(req, ctx)]
     if len(visitor) > 1:
         last = visitor[-1]
-        follow = Request(**{**req.__dict__, "text": last.text, "created_at": last.at})
+        follow = dataclasses.replace(req, text=last.text, created_at=last.at)
         drafts.append(
             updated(follow, ctx, f"chat:{len(visitor)}:{last.at.astimezone(UTC).isoformat()}")
         )

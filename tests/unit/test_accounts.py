@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.intake.accounts import (
     Account,
@@ -12,6 +14,7 @@ from services.intake.accounts import (
     AccountsError,
     Contact,
     Identity,
+    _matches,
 )
 from services.runtime.yaml_files import ConfigFileError
 
@@ -167,6 +170,30 @@ def test_missing_file_raises_an_accounts_error_naming_the_file(tmp_path: Path) -
 )
 def test_role(directory: AccountsDirectory, portal_id: int, who: Identity, role: str) -> None:
     assert directory.role(directory.account(portal_id), who) == role
+
+
+_IDS = st.sampled_from([None, "", "u-1", "u-2"])
+_EMAILS = st.sampled_from([None, "", "a@x.example", "A@X.example", "b@x.example"])
+_PHONES = st.sampled_from([None, "+31205550134", "+12125550147"])
+_CONTACTS = st.lists(st.builds(Contact, user_id=_IDS, email=_EMAILS, phone=_PHONES), max_size=4)
+
+
+def _role_by_definition(account: Account, who: Identity) -> str:
+    if any(_matches(c, who) for c in account.super_admins):
+        return "super_admin"
+    return "user" if any(_matches(c, who) for c in account.users) else "unknown"
+
+
+@given(_CONTACTS, _CONTACTS, st.builds(Identity, user_id=_IDS, email=_EMAILS, phone=_PHONES))
+def test_the_role_index_agrees_with_matching_every_contact(
+    admins: list[Contact], users: list[Contact], who: Identity
+) -> None:
+    account = Account(portal_id=1, name="X", super_admins=admins, users=users)
+    expected = _role_by_definition(account, who)
+
+    assert AccountsDirectory([account]).role(account, who) == expected
+    # an account the directory does not hold is still read by its contacts
+    assert AccountsDirectory([]).role(account, who) == expected
 
 
 def test_role_without_an_account_is_unknown(directory: AccountsDirectory) -> None:
