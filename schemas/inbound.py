@@ -38,6 +38,7 @@ MIN_YEAR = 2000
 MAX_YEAR = 2100
 INVALID_TIMESTAMP = "invalid_timestamp"
 _LEADING_YEAR = re.compile(r"([+-]?[0-9]{4,})-")
+MIN_YEAR_TEXT, MAX_YEAR_TEXT = f"{MIN_YEAR}-", f"{MAX_YEAR}-"  # "2000-" <= "2026-" <= "2100-"
 
 
 def timestamp_problem(value: datetime) -> str | None:
@@ -54,13 +55,18 @@ def _invalid(problem: str) -> PydanticCustomError:
 
 
 def _bounded(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
+    # Nearly every value: a year in range as written, which is the parsed value's year
+    # too (it keeps its own offset), so nothing is left to check after the parse.
+    if type(value) is str and MIN_YEAR_TEXT <= value[:5] <= MAX_YEAR_TEXT and value[4:5] == "-":
+        parsed: datetime = handler(value)
+        return parsed
     # The year is read off the text first: pydantic cannot parse year 10000 at all.
     if isinstance(value, str) and (match := _LEADING_YEAR.match(value)):
         year = int(match.group(1))
         if not MIN_YEAR <= year <= MAX_YEAR:
             raise _invalid(f"year {year} is outside {MIN_YEAR}-{MAX_YEAR}")
     try:
-        parsed: datetime = handler(value)
+        parsed = handler(value)
     except ValidationError as exc:
         # A number pydantic cannot turn into an instant (past 9999, NaN, inf) is absurd,
         # not malformed: JSON has no other way to be wrong about it.
