@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import select
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,26 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
         else:
             self._rpos = end + 1
         return frame_type, channel, payload
+
+    def receive_nowait(self) -> bool:
+        """With nothing buffered: what the socket has now, in one recv that does not
+        wait (not a select and then a recv). True when there is input to parse.
+
+        NOTE: a closed socket reads as input: the read that follows raises for it, as
+        py-amqp's does."""
+        sock = self.sock
+        if sock.gettimeout() is not None:  # inside py-amqp's having_timeout: ask select
+            return bool(select.select([sock], [], [], 0)[0])
+        try:
+            chunk = sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
+        except OSError as exc:
+            if exc.errno in _UNAVAILABLE:
+                return False
+            self.connected = False
+            raise
+        if chunk:
+            self._rbuf, self._rpos = self._rbuf[self._rpos :] + chunk, 0
+        return True
 
     def _fill(self, n: int, initial: bool = False) -> tuple[bytes, int]:
         """Receive until `n` unparsed bytes are buffered: (buffer, 0), the parsed part
@@ -189,6 +210,8 @@ def has_input(connection: Any) -> bool:
     transport = connection.transport
     if transport is None:
         return False
+    if isinstance(transport, BufferedTCPTransport):
+        return transport.pending() > 0 or transport.receive_nowait()
     return _buffered(transport) or bool(select.select([transport.sock], [], [], 0)[0])
 
 

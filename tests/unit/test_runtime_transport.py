@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from amqp.exceptions import UnexpectedFrame
 from amqp.transport import TCPTransport
 
-from services.runtime.amqp_transport import BufferedTCPTransport
+from services.runtime.amqp_transport import BufferedTCPTransport, has_input
 
 
 def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
@@ -78,5 +80,29 @@ def test_a_bad_frame_end_and_a_closed_socket_raise(
         reader.read_frame()
     broker.close()
     reader = transport(BufferedTCPTransport, ours)
+    with pytest.raises(OSError, match="unexpectedly closed"):
+        reader.read_frame()
+
+
+def test_has_input_reads_what_the_socket_has_without_waiting(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, broker = pair
+    reader = transport(BufferedTCPTransport, ours)
+    connection = SimpleNamespace(transport=reader)
+    assert not has_input(connection)  # nothing there: no wait, nothing buffered
+    data = b"".join(frame(*f) for f in FRAMES[:2])
+    broker.sendall(data)
+    time.sleep(0.05)
+    assert has_input(connection) and reader.pending() == len(data)
+    assert [reader.read_frame() for _ in FRAMES[:2]] == FRAMES[:2]
+    ours.settimeout(1.0)  # as inside py-amqp's having_timeout: select, the bytes stay
+    broker.sendall(data)
+    time.sleep(0.05)
+    assert has_input(connection) and reader.pending() == 0
+    ours.settimeout(None)
+    assert [reader.read_frame() for _ in FRAMES[:2]] == FRAMES[:2]
+    broker.close()
+    assert has_input(connection)  # a closed socket is input: reading it raises
     with pytest.raises(OSError, match="unexpectedly closed"):
         reader.read_frame()
