@@ -89,6 +89,7 @@ class ConsumeLoop(Handling):
         self._confirmed_ids: list[str] = []
         self._settled: dict[str, int] = {}
         self._published_count = 0
+        self._consumed_count = 0
 
     # -- connection lifecycle -------------------------------------------------------------
     def start_consuming(self) -> None:
@@ -202,6 +203,7 @@ class ConsumeLoop(Handling):
     def drop_connection(self) -> None:
         """Forget everything tied to the old channel: its delivery tags are void."""
         self._flush_lines()  # what was logged before the loss (settled or not)
+        self._record_pass()  # and counted
         self.connected = False
         self._generation += 1
         self._inflight, self._retries, self._pending_ids = deque(), [], {}

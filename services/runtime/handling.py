@@ -20,6 +20,7 @@ from services.runtime.deliveries import Delivery, to_inbound
 from services.runtime.errors import PermanentError, PipelineError
 from services.runtime.failures import Backoff, dead_letter, decide
 from services.runtime.messages import Inbound, Outgoing
+from services.runtime.metrics import observe_many
 from services.runtime.names import Names, dead_letter_exchange
 from services.runtime.settling import Settling
 
@@ -61,7 +62,7 @@ class Handling(Settling):
             # NOTE: py-amqp may dispatch buffered deliveries while the connection closes;
             # their tags die with the channel and the broker redelivers them.
             return
-        self._metrics.consumed.inc()
+        self._consumed_count += 1  # counted once a settling pass (_settle_ready)
         self._acker.received(message)
         delivery = Delivery(message, to_inbound(message), self._generation)
         # NOTE: quorum queues count redeliveries; carry them so a crash loop stays bounded.
@@ -104,12 +105,17 @@ class Handling(Settling):
         started = time.perf_counter()
         results = self._run_handlers(todo)
         each = (time.perf_counter() - started) / len(todo)  # a batch's cost, shared
-        for delivery, result in zip(todo, results, strict=True):
-            if isinstance(result, BaseException):
-                self._fail(delivery, result)
-            else:
-                self._metrics.handler_seconds.observe(each)
-                self._outputs(delivery, list(result))
+        handled = 0
+        try:
+            for delivery, result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    self._fail(delivery, result)
+                else:
+                    handled += 1
+                    self._outputs(delivery, list(result))
+        finally:
+            if handled:  # one observation each, recorded once for the batch
+                observe_many(self._metrics.handler_seconds, each, handled)
 
     def _run_handlers(self, todo: list[Delivery]) -> list[Result]:
         if self._batch_handler is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.values import MutexValue
 
 
 @dataclass
@@ -60,3 +62,21 @@ class ServiceMetrics:
         if child is None:
             child = self._by_outcome[outcome] = self._outcomes.labels(self._service, outcome)
         return child
+
+
+def observe_many(histogram: Any, amount: float, count: int) -> None:
+    """`histogram.observe(amount)` `count` times over, at the cost of one: the same
+    bucket counts and the same sum, added as often (float sums depend on the order of
+    the additions), under one lock each instead of two per observation."""
+    child: Any = histogram
+    total: Any = getattr(child, "_sum", None)
+    if type(total) is not MutexValue or type(child) is not Histogram or amount != amount:
+        for _ in range(count):  # multiprocess values, another make, or nan: as it is
+            child.observe(amount)
+        return
+    child._raise_if_not_observable()  # type: ignore[no-untyped-call]
+    with total._lock:
+        for _ in range(count):
+            total._value += amount
+    # observe's bucket: the first whose bound is >= amount (the last bound is +Inf)
+    child._buckets[bisect_left(child._upper_bounds, amount)].inc(count)

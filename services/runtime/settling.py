@@ -60,6 +60,7 @@ class Settling:
     _confirmed_ids: list[str]
     _settled: dict[str, int]
     _published_count: int
+    _consumed_count: int  # deliveries received since the last pass
 
     def _fail(self, delivery: Delivery, exc: BaseException) -> None:
         raise NotImplementedError  # Handling's
@@ -71,10 +72,12 @@ class Settling:
         outcome: str,
         deps: list[InFlight] | None = None,
     ) -> None:
-        seqs = [self._publisher.publish(out) for out in outputs]
+        seqs = list(map(self._publisher.publish, outputs))
         deadline = time.monotonic() + self._s.confirm_timeout_s
         item = InFlight(delivery, outputs, seqs, outcome, deadline, deps or [])
-        self._pending_ids.update((o.message_id, item) for o in outputs if not is_dead_letter(o))
+        for out in outputs:
+            if not is_dead_letter(out):
+                self._pending_ids[out.message_id] = item
         self._inflight.append(item)
         if not self._amqp:
             self._settle_ready()  # in-memory: nothing to wait for
@@ -88,33 +91,39 @@ class Settling:
         try:
             self._settle_confirmed()
         finally:
-            # once per pass, not per delivery: the dedup window's clock and eviction, and
-            # the counters' locks
-            self._published.add_all(self._confirmed_ids)
-            self._confirmed_ids = []
-            for outcome, count in self._settled.items():
-                self._metrics.outcome(outcome).inc(count)
-            if self._published_count:
-                self._metrics.published.inc(self._published_count)
-            self._settled, self._published_count = {}, 0
+            self._record_pass()
         self._acker.flush()
         self._flush_lines()
 
+    def _record_pass(self) -> None:
+        """What a pass counted, recorded once per pass, not per delivery: the dedup
+        window's clock and eviction, and the counters' locks."""
+        self._published.add_all(self._confirmed_ids)
+        self._confirmed_ids = []
+        for outcome, count in self._settled.items():
+            self._metrics.outcome(outcome).inc(count)
+        if self._published_count:
+            self._metrics.published.inc(self._published_count)
+        if self._consumed_count:
+            self._metrics.consumed.inc(self._consumed_count)
+        self._settled, self._published_count, self._consumed_count = {}, 0, 0
+
     def _settle_confirmed(self) -> None:
-        while self._inflight:
-            item = self._inflight[0]
-            if not all(self._publisher.is_done(seq) for seq in item.seqs):
+        publisher, inflight, pending = self._publisher, self._inflight, self._pending_ids
+        while inflight:
+            item = inflight[0]
+            if not all(map(publisher.is_done, item.seqs)):
                 # NOTE: while the broker is blocked (memory/disk alarm) confirms are
                 # late, not lost; the runner bounds that wait (BLOCKED_TIMEOUT_S).
-                if time.monotonic() < item.deadline or self._publisher.blocked_since:
+                if time.monotonic() < item.deadline or publisher.blocked_since:
                     break
-                self._publisher.expire(item.seqs)
-            self._inflight.popleft()
+                publisher.expire(item.seqs)
+            inflight.popleft()
             for out in item.outputs:
-                if self._pending_ids.get(out.message_id) is item:
-                    del self._pending_ids[out.message_id]
-            errors = [e for e in (self._publisher.take(seq) for seq in item.seqs) if e]
-            if any(dep.failed for dep in item.depends_on):
+                if pending.get(out.message_id) is item:
+                    del pending[out.message_id]
+            errors = [e for e in map(publisher.take, item.seqs) if e]
+            if item.depends_on and any(dep.failed for dep in item.depends_on):
                 errors.append(TransientError("the publish this duplicate waited on failed"))
             if errors:
                 item.failed = True
@@ -130,15 +139,20 @@ class Settling:
 
     def _settle(self, item: InFlight) -> None:
         self._acker.ack_later(item.delivery.message)
-        self._confirmed_ids += [o.message_id for o in item.outputs if not is_dead_letter(o)]
+        parked = False  # the handler dead-lettered its own input (the notifier does)
+        for out in item.outputs:
+            if is_dead_letter(out):
+                parked = True
+            else:
+                self._confirmed_ids.append(out.message_id)
         # NOTE: a dead-lettered input was not handled: replayed from its DLQ (same
         # message id) it must be taken again, not acked as a duplicate and so lost.
         dead = item.outcome == "dead_lettered"
         if self._dedup_inputs and item.delivery.inbound.message_id and not dead:
             self._handled.add_all([item.delivery.inbound.message_id])
         outcome = item.outcome
-        if outcome == "acked" and any(is_dead_letter(o) for o in item.outputs):
-            outcome = "dead_lettered"  # the handler parked its own input (the notifier does)
+        if outcome == "acked" and parked:
+            outcome = "dead_lettered"
         self._settled[outcome] = self._settled.get(outcome, 0) + 1
         self._published_count += len(item.outputs)
         extra = item.outputs[0].log if item.outputs else {}
