@@ -26,10 +26,16 @@ def _mask_phone(match: re.Match[str]) -> str:
     return match.group(1) + "*" * 6 + match.group(2)
 
 
+def _mask_email(match: re.Match[str]) -> str:
+    # what the template r"\1***@\2" gives; Python 3.11 expands a template in Python
+    # for every match, at twice the cost of the whole scan
+    return match.group(1) + "***@" + match.group(2)
+
+
 def mask_text(text: str) -> str:
     """ana@acme.example -> a***@acme.example; +31205550134 -> +3******34."""
     if "@" in text:  # the email pattern is the dearer scan; most values hold no "@"
-        text = _EMAIL.sub(r"\1***@\2", text)
+        text = _EMAIL.sub(_mask_email, text)
     return _PHONE.sub(_mask_phone, text)
 
 
@@ -74,8 +80,9 @@ def mask_personal_data(
 
 
 def _mask_fields(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key, value in fields.items():
-        if key not in NEVER_PERSONAL and value is not None and not isinstance(value, int | float):
+    for key in fields.keys() - NEVER_PERSONAL:  # the few left, not a test per field
+        value = fields[key]
+        if value is not None and not isinstance(value, int | float):
             fields[key] = _mask(value)
     return fields
 

@@ -6,8 +6,17 @@ import json
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
-from services.runtime.logging import NEVER_PERSONAL, configure_logging
+from services.runtime.logging import (
+    _EMAIL,
+    _PHONE,
+    NEVER_PERSONAL,
+    _mask_phone,
+    configure_logging,
+    mask_text,
+)
 
 
 def _last_line(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
@@ -43,3 +52,12 @@ def test_debug_lines_are_not_masked(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", "debug")
     structlog.get_logger("t").debug("x", submitter="ana@acme.example")
     assert _last_line(capsys)["submitter"] == "ana@acme.example"
+
+
+PIECES = st.sampled_from(["ana.ruiz@acme.example", "+31 20 555 0134", "@", "x@y.z", " ", "a"])
+
+
+@given(st.lists(PIECES | st.text(max_size=8)).map("".join))
+def test_emails_are_masked_as_the_template_masks_them(text: str) -> None:
+    expected = _EMAIL.sub(r"\1***@\2", text)
+    assert mask_text(text) == _PHONE.sub(_mask_phone, expected)
