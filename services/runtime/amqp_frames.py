@@ -29,6 +29,20 @@ def _short(value: str) -> bytes | None:
     return bytes((len(raw),)) + raw if len(raw) < 256 else None
 
 
+# Exchanges, routing keys, content types and header names: a few values, each packed
+# once. Message and correlation ids are new each time and are packed as they come.
+_PACKED: dict[str, bytes] = {}
+
+
+def _known(value: str) -> bytes | None:
+    packed = _PACKED.get(value)
+    if packed is None:
+        packed = _short(value)
+        if packed is not None and len(_PACKED) < 4096:
+            _PACKED[value] = packed
+    return packed
+
+
 def publish_frames(
     channel: int,
     frame_max: int,
@@ -47,13 +61,14 @@ def publish_frames(
         return None
     table: list[bytes] = []
     for key, value in headers.items():
-        packed_key = _short(key) if isinstance(key, str) else None
+        packed_key = _known(key) if isinstance(key, str) else None
         if packed_key is None or type(value) is not str:
             return None
         raw = value.encode("utf-8", "surrogatepass")
         table += (packed_key, b"S", len(raw).to_bytes(4, "big"), raw)
     table_bytes = b"".join(table)
-    ex, rk, ctype, mid = (_short(s) for s in (exchange, routing_key, content_type, message_id))
+    ex, rk, ctype = _known(exchange), _known(routing_key), _known(content_type)
+    mid = _short(message_id)
     cid = _short(correlation_id) if correlation_id else b""
     if ex is None or rk is None or ctype is None or mid is None or cid is None:
         return None

@@ -112,9 +112,6 @@ class ConfirmedPublisher:
         """Write one message without waiting; returns its sequence number."""
         if self._channel is None:
             raise ConnectionLost("publisher is not connected")
-        properties = {"delivery_mode": 2, "message_id": out.message_id}
-        if out.correlation_id:
-            properties["correlation_id"] = out.correlation_id
         exchange = self._names.exchange(out.exchange) if out.exchange else ""
         seq = self._next_seq
         headers = out.headers
@@ -130,12 +127,7 @@ class ConfirmedPublisher:
                 connection.transport.write(frames)
                 connection.bytes_sent += 1  # as py-amqp's frame writer counts for heartbeats
             else:
-                message = self._channel.prepare_message(
-                    out.body, content_type=out.content_type, headers=headers, properties=properties
-                )
-                self._channel.basic_publish(
-                    message, exchange=exchange, routing_key=out.routing_key, mandatory=out.mandatory
-                )
+                self._publish_general(out, exchange, headers)
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publish failed: {exc}") from exc
         self._next_seq += 1
@@ -147,6 +139,18 @@ class ConfirmedPublisher:
                 self._seq_by_id[token] = seq
                 self._id_by_seq[seq] = token
         return seq
+
+    def _publish_general(self, out: Outgoing, exchange: str, headers: dict[str, Any]) -> None:
+        """Through kombu's prepare_message and py-amqp's serializer: any shape."""
+        properties = {"delivery_mode": 2, "message_id": out.message_id}
+        if out.correlation_id:
+            properties["correlation_id"] = out.correlation_id
+        message = self._channel.prepare_message(
+            out.body, content_type=out.content_type, headers=headers, properties=properties
+        )
+        self._channel.basic_publish(
+            message, exchange=exchange, routing_key=out.routing_key, mandatory=out.mandatory
+        )
 
     def _frames(self, out: Outgoing, exchange: str, headers: dict[str, Any]) -> bytes | None:
         """The publish's frames packed here (amqp_frames) on RabbitMQ, else None."""

@@ -113,3 +113,12 @@ def test_any_strings(
 )
 def test_other_shapes_go_the_general_way(change: dict[str, Any]) -> None:
     assert ours(1, "ex", "k", False, b"b", **(EVENT | change)) is None
+
+
+def test_names_packed_once_give_the_same_bytes_again() -> None:
+    # exchanges, routing keys, content types and header names are packed once and kept
+    args = (1, "t1.support.events", "ticket.opened.standard", False, b"{}")
+    first = ours(*args, **EVENT)
+    assert first == ours(*args, **EVENT) == py_amqp(*args, **EVENT)
+    other = EVENT | {"message_id": "another", "headers": {"ce-type": "x", "ce-subject": "y"}}
+    assert ours(*args, **other) == py_amqp(*args, **other)
