@@ -105,13 +105,15 @@ class Delivery:
 def to_inbound(message: Any) -> Inbound:
     props = message.properties
     info = message.delivery_info
+    body = message.body
+    # positional: a frozen dataclass takes keywords at half as much again, per delivery
     return Inbound(
-        body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
-        routing_key=info.get("routing_key", ""),
-        exchange=info.get("exchange", ""),
-        content_type=message.content_type or None,
-        headers=dict(message.headers or {}),
-        message_id=props.get("message_id"),
-        correlation_id=props.get("correlation_id"),
-        redelivered=bool(info.get("redelivered")),
+        body if isinstance(body, bytes) else str(body).encode(),
+        info.get("routing_key", ""),  # routing_key
+        info.get("exchange", ""),  # exchange
+        message.content_type or None,  # content_type
+        dict(message.headers or {}),  # headers
+        props.get("message_id"),  # message_id
+        props.get("correlation_id"),  # correlation_id
+        bool(info.get("redelivered")),  # redelivered
     )

@@ -157,7 +157,8 @@ class Handling(Settling):
             due = time.monotonic() + delay
             heapq.heappush(self._retries, (due, next(self._tiebreak), delivery))
             self._metrics.outcome("retried").inc()
-            self._log(delivery, "retry_scheduled", error=str(decision.error), retry_in_s=delay)
+            extra = {"error": str(decision.error), "retry_in_s": delay}
+            self._log(delivery, "retry_scheduled", extra)
             return
         if not isinstance(exc, PipelineError):
             self._flush_lines()  # in order with the lines before it

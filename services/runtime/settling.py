@@ -155,19 +155,24 @@ class Settling:
             outcome = "dead_lettered"
         self._settled[outcome] = self._settled.get(outcome, 0) + 1
         self._published_count += len(item.outputs)
-        extra = item.outputs[0].log if item.outputs else {}
-        self._log(item.delivery, outcome, **extra)
+        self._log(item.delivery, outcome, item.outputs[0].log if item.outputs else None)
 
     def _publish_failed(self, item: InFlight, error: PipelineError) -> None:
         if item.outcome == "dead_lettered":
             # NOTE: the DLQ itself refused it. Requeue rather than drop: the broker's
             # delivery-limit dead-letters it once redeliveries run out.
             self._acker.reject(item.delivery.message, requeue=True)
-            self._log(item.delivery, "requeued", error=str(error), level="error")
+            self._log(item.delivery, "requeued", {"error": str(error)}, level="error")
             return
         self._fail(item.delivery, error)
 
-    def _log(self, delivery: Delivery, outcome: str, level: str = "", **extra: Any) -> None:
+    def _log(
+        self,
+        delivery: Delivery,
+        outcome: str,
+        extra: dict[str, Any] | None = None,
+        level: str = "",
+    ) -> None:
         level = level or ("info" if outcome in ("acked", "duplicate") else "warning")
         if level == "info" and not self._info_enabled:
             return  # the per-message line is the hot path; skip building it
@@ -180,8 +185,9 @@ class Settling:
             "outcome": outcome,
             "attempt": delivery.attempts,
             "duration_ms": round((time.perf_counter() - delivery.started) * 1000, 3),
-            **extra,
         }
+        if extra:
+            fields.update(extra)
         if self._lines is not None:
             if level == "info" or self._lines.enabled(level):
                 self._lines.add(level, "message.settled", fields)

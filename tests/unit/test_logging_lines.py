@@ -12,7 +12,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from services.runtime.deliveries import Delivery
 from services.runtime.logging import configure_logging, line_buffer
+from services.runtime.messages import Inbound
+from services.runtime.settling import Settling
 
 FIELDS: dict[str, Any] = {
     "service": "intake",
@@ -84,3 +87,37 @@ def test_no_buffer_unless_the_json_chain_is_in_force() -> None:
         assert line_buffer() is None  # reconfigured by someone else
     finally:
         configure_logging("console", "warning")
+
+
+class _Loop(Settling):
+    """The consume loop's line-writing part alone."""
+
+    def __init__(self, lines: Any) -> None:
+        self.service, self._info_enabled, self._lines = "intake", True, lines
+
+
+@pytest.mark.parametrize(
+    ("outcome", "extra", "level"),
+    [
+        ("acked", {"event_id": "e-1", "ticket_id": "T-1", "event_type": "ticket.opened"}, "info"),
+        ("retry_scheduled", {"error": "down for bo@acme.example", "retry_in_s": 0.5}, "warning"),
+        ("requeued", {"error": "nacked"}, "error"),
+        ("duplicate", None, "info"),
+    ],
+)
+def test_the_settled_line_of_each_outcome(
+    capsys: pytest.CaptureFixture[str], outcome: str, extra: dict[str, Any] | None, level: str
+) -> None:
+    configure_logging("json", "info")
+    inbound = Inbound(b"{}", "inbound.email", "x", message_id="<m@acme.example>")
+    delivery = Delivery(None, inbound, 1, attempts=2)
+    loop = _Loop(line_buffer())
+    loop._log(delivery, outcome, extra, level="error" if level == "error" else "")
+    loop._flush_lines()
+    [line] = _lines(capsys.readouterr().err)
+    assert list(line)[:7] == [*list(FIELDS)[:4], "outcome", "attempt", "duration_ms"]
+    assert list(line)[7:] == [*(extra or {}), "event", "level", "timestamp"]
+    assert (line["outcome"], line["level"], line["attempt"]) == (outcome, level, 2)
+    assert line["message_id"] == "<m***@acme.example>"
+    if extra and "error" in extra:
+        assert line["error"] == extra["error"].replace("bo@", "b***@")
