@@ -14,15 +14,12 @@ import errno
 import select
 import socket
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from amqp import spec
 from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
-
-from services.runtime.deliver_frames import take_delivery
 
 READ_CHUNK = 64 * 1024
 FRAME_END = 0xCE
@@ -200,62 +197,3 @@ class BufferedTransport(pyamqp.Transport):  # type: ignore[misc]
     """kombu's py-amqp transport, reading through `BufferedTCPTransport`."""
 
     Connection = BufferedConnection
-
-
-def has_input(connection: Any) -> bool:
-    """True when a py-amqp connection has bytes to parse: buffered or on the socket.
-
-    Checking first and then reading in blocking mode avoids py-amqp's per-call
-    timeout juggling (two fcntl calls and a raised socket.timeout when idle)."""
-    transport = connection.transport
-    if transport is None:
-        return False
-    if isinstance(transport, BufferedTCPTransport):
-        return transport.pending() > 0 or transport.receive_nowait()
-    return _buffered(transport) or bool(select.select([transport.sock], [], [], 0)[0])
-
-
-def _buffered(transport: Any) -> bool:
-    if isinstance(transport, BufferedTCPTransport):
-        return transport.pending() > 0
-    return bool(transport._read_buffer)  # py-amqp's own (TLS)
-
-
-def wait_for_input(connections: list[Any], timeout: float) -> None:
-    """Sleep until one of the connections has input, or `timeout` passes."""
-    socks = []
-    for connection in connections:
-        transport = connection.transport
-        if transport is None:
-            continue
-        if _buffered(transport):
-            return
-        socks.append(transport.sock)
-    if socks:
-        select.select(socks, [], [], timeout)
-
-
-def read_available(
-    connection: Any, limit: int = 10_000, stop: Callable[[], bool] | None = None
-) -> int:
-    """Dispatch every frame already received (up to `limit`, or until `stop()` says so
-    after a frame); never waits for more.
-
-    NOTE: a frame whose first bytes arrived is read to its end; the rest follows in
-    microseconds on a live connection, and a dead one raises."""
-    frames = 0
-    transport = connection.transport
-    on_frame = connection.on_inbound_frame
-    buffered = isinstance(transport, BufferedTCPTransport)
-    # connection.blocking_read(None) without its per-frame context manager, which for a
-    # timeout of None changes nothing; a frame that closes the connection ends the loop.
-    while frames < limit and connection.transport is transport and has_input(connection):
-        taken = take_delivery(connection, transport) if buffered else 0
-        if taken:
-            frames += taken
-        else:
-            on_frame(transport.read_frame())
-            frames += 1
-        if stop is not None and stop():
-            break
-    return frames

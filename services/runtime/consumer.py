@@ -21,7 +21,7 @@ import structlog
 from kombu import Connection, Consumer
 
 from services.runtime.acks import Acker
-from services.runtime.amqp_transport import has_input, read_available, wait_for_input
+from services.runtime.amqp_input import has_input, read_available, wait_for_input
 from services.runtime.arrivals import Arrivals, Urgency
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow

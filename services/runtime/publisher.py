@@ -17,12 +17,8 @@ import structlog
 from kombu import Connection
 
 from services.runtime.amqp_frames import publish_frames
-from services.runtime.amqp_transport import (
-    BufferedTCPTransport,
-    has_input,
-    read_available,
-    wait_for_input,
-)
+from services.runtime.amqp_input import has_input, read_available, wait_for_input
+from services.runtime.amqp_transport import BufferedTCPTransport
 from services.runtime.errors import ConfirmUnknown, ConnectionLost, PipelineError, PublishRejected
 from services.runtime.messages import Outgoing
 from services.runtime.names import Names

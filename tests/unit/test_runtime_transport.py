@@ -12,7 +12,8 @@ import pytest
 from amqp.exceptions import UnexpectedFrame
 from amqp.transport import TCPTransport
 
-from services.runtime.amqp_transport import BufferedTCPTransport, has_input
+from services.runtime.amqp_input import has_input
+from services.runtime.amqp_transport import BufferedTCPTransport
 
 
 def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
