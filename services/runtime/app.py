@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -74,7 +75,11 @@ def connection_factory(
         if not settings.is_memory:
             # NOTE: a blocked broker stops reading our socket; bound the write so a
             # memory/disk alarm cannot hang the loop forever.
-            options = {"write_timeout": settings.blocked_timeout_s, "read_timeout": None}
+            options = {
+                "write_timeout": settings.blocked_timeout_s,
+                "read_timeout": None,
+                "socket_settings": _socket_settings(settings),
+            }
             if on_blocked is not None:
                 options["on_blocked"] = on_blocked
             if name is not None:
@@ -89,6 +94,19 @@ def connection_factory(
         )
 
     return connect
+
+
+def _socket_settings(settings: RuntimeSettings) -> dict[int, int]:
+    """TCP options over py-amqp's defaults.
+
+    NOTE: py-amqp sets TCP_USER_TIMEOUT to 1 s, and Linux aborts a connection whose peer
+    shows a zero window for longer than that. RabbitMQ throttles a publisher (credit
+    flow in a burst, a memory or disk alarm) by not reading its socket, which is just
+    that: each pause over a second cost the connection and a window of redeliveries.
+    Unacknowledged data may wait as long as a blocked write may (BLOCKED_TIMEOUT_S);
+    a dead peer is still found by heartbeats."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+    return {} if option is None else {option: int(settings.blocked_timeout_s * 1000)}
 
 
 def declare_topology(settings: RuntimeSettings) -> list[str]:
