@@ -91,6 +91,12 @@ class Result:
     out_of_order: int = 0  # of those: events arrived in another order than their inputs
     dead: int = 0
 
+    @property
+    def cores(self) -> float:
+        """Cores kept busy: the pipeline, the broker and the counter (of this machine's
+        os.cpu_count()); near it, the machine, not the pipeline, sets the rate."""
+        return self.rate * (self.cpu_us + self.broker_us) / 1e6 + self.counter_s
+
 
 @dataclass
 class Load:
@@ -229,7 +235,7 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
     print(f"\n{args.messages:,} messages per run, {args.rounds} rounds; median (min-max)")
     print(
         f"{'pipeline':18s}{'msg/s':>24s}{'share of ceiling':>20s}"
-        f"{'CPU us/msg':>12s}{'broker':>8s}  target"
+        f"{'CPU us/msg':>12s}{'broker':>8s}{'cores':>7s}  target"
     )
     for name, rs in results.items():
         rates = [r.rate for r in rs]
@@ -245,14 +251,16 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
         cpu = statistics.median(r.cpu_us for r in rs)
         measured = [r.broker_us for r in rs if not math.isnan(r.broker_us)]
         broker = statistics.median(measured) if measured else math.nan
+        cores = statistics.median(r.cores for r in rs)
         print(
             f"{name:18s}{spread(rates):>24s}{spread(shares, '.2f'):>20s}"
-            f"{cpu:>12.0f}{broker:>8.0f}  {target}"
+            f"{cpu:>12.0f}{broker:>8.0f}{cores:>7.2f}  {target}"
         )
         summary["pipelines"][name] = {
             "rates": rates,
             "shares": shares,
             "median_rate": statistics.median(rates),
+            "cores": [r.cores for r in rs],
             "missing": sum(r.missing for r in rs),
             "unexpected": sum(r.unexpected for r in rs),
             "duplicates": sum(r.arrived - r.distinct for r in rs),
@@ -271,8 +279,9 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict[s
     busy = max(s["counter_busy"] for s in summary["pipelines"].values())
     print(
         "CPU us/msg: the pipeline's processes; broker: the whole RabbitMQ node, which "
-        "also serves whatever else runs on this machine; the counter was busy at most "
-        f"{busy:.0%} of a core"
+        "also serves whatever else runs on this machine; cores: the pipeline, the "
+        f"broker and the counter together, of {os.cpu_count()}; the counter was busy at "
+        f"most {busy:.0%} of a core"
     )
     print(f"ordering: {ORDERING}")
     return summary
