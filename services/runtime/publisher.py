@@ -4,6 +4,8 @@
 the caller acks each input once its outputs are confirmed. No publish ever waits for
 its own round trip, which is what takes a Python worker from ~1,000 to >10,000 msg/s.
 On kombu's in-memory transport there are no confirms: a publish is done when written.
+The confirm bookkeeping is services.runtime.confirms; the two ways a publish is written
+(frames packed by amqp_frames, or through py-amqp) are services.runtime.publish_paths.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 import structlog
 from kombu import Connection
 
-from services.runtime.amqp_frames import publish_frames
 from services.runtime.amqp_input import has_input, read_available, wait_for_input
 from services.runtime.amqp_transport import BufferedTCPTransport
-from services.runtime.errors import ConfirmUnknown, ConnectionLost, PipelineError, PublishRejected
+from services.runtime.confirms import ConfirmLedger
+from services.runtime.errors import ConnectionLost
 from services.runtime.messages import Outgoing
 from services.runtime.names import Names
+from services.runtime.publish_paths import packed_frames, publish_general
 
 log = structlog.get_logger("runtime.publisher")
 
@@ -44,7 +47,7 @@ except ImportError:  # pragma: no cover
     CONNECTION_ERRORS = (ConnectionError, OSError)
 
 
-class ConfirmedPublisher:
+class ConfirmedPublisher(ConfirmLedger):
     def __init__(
         self,
         connect: Callable[[], Connection],
@@ -80,15 +83,6 @@ class ConfirmedPublisher:
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publisher cannot connect: {exc}") from exc
 
-    def _reset(self) -> None:
-        self._next_seq = 1
-        # in publish (= sequence) order, so a multiple confirm takes from the front
-        self._unconfirmed: dict[int, None] = {}
-        self._results: dict[int, PipelineError | None] = {}
-        self._returned: dict[int, PipelineError] = {}
-        self._seq_by_id: dict[str, int] = {}
-        self._id_by_seq: dict[int, str] = {}
-
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(*CONNECTION_ERRORS):  # already gone
@@ -117,13 +111,15 @@ class ConfirmedPublisher:
             token = f"{id(self)}-{seq}"
             headers = {**headers, "x-publish-token": token}
         try:
-            frames = self._frames(out, exchange, headers)
+            frames = (
+                packed_frames(self._channel, out, exchange, headers) if self._confirms else None
+            )
             if frames is not None:
                 connection = self._channel.connection
                 connection.transport.write(frames)
                 connection.bytes_sent += 1  # as py-amqp's frame writer counts for heartbeats
             else:
-                self._publish_general(out, exchange, headers)
+                publish_general(self._channel, out, exchange, headers)
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publish failed: {exc}") from exc
         self._next_seq += 1
@@ -135,51 +131,6 @@ class ConfirmedPublisher:
                 self._seq_by_id[token] = seq
                 self._id_by_seq[seq] = token
         return seq
-
-    def _publish_general(self, out: Outgoing, exchange: str, headers: dict[str, Any]) -> None:
-        """Through kombu's prepare_message and py-amqp's serializer: any shape."""
-        properties = {"delivery_mode": 2, "message_id": out.message_id}
-        if out.correlation_id:
-            properties["correlation_id"] = out.correlation_id
-        message = self._channel.prepare_message(
-            out.body, content_type=out.content_type, headers=headers, properties=properties
-        )
-        self._channel.basic_publish(
-            message, exchange=exchange, routing_key=out.routing_key, mandatory=out.mandatory
-        )
-
-    def _frames(self, out: Outgoing, exchange: str, headers: dict[str, Any]) -> bytes | None:
-        """The publish's frames packed here (amqp_frames) on RabbitMQ, else None."""
-        connection = self._channel.connection if self._confirms else None
-        if connection is None or not isinstance(connection.transport, BufferedTCPTransport):
-            return None
-        return publish_frames(
-            self._channel.channel_id,
-            connection.frame_max,
-            exchange,
-            out.routing_key,
-            out.mandatory,
-            out.body,
-            out.content_type,
-            out.message_id,
-            out.correlation_id,
-            headers,
-        )
-
-    def is_done(self, seq: int) -> bool:
-        return seq in self._results
-
-    def take(self, seq: int) -> PipelineError | None:
-        """The outcome of a finished publish: None when confirmed, else the failure."""
-        return self._results.pop(seq)
-
-    def expire(self, seqs: list[int]) -> None:
-        """Give up waiting: these publishes end as 'unknown', which is not 'failed'."""
-        for seq in seqs:
-            if seq in self._unconfirmed:
-                del self._unconfirmed[seq]
-                self._forget_id(seq)
-                self._results[seq] = ConfirmUnknown(f"no confirm within {self._confirm_timeout_s}s")
 
     def wait(self, seqs: list[int], deadline: float) -> None:
         """Block until these publishes are confirmed, nacked or `deadline` passes.
@@ -236,45 +187,3 @@ class ConfirmedPublisher:
             self._conn.heartbeat_check()
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(f"publisher heartbeat failed: {exc}") from exc
-
-    # -- broker callbacks ----------------------------------------------------------
-    def _settle(self, delivery_tag: int, multiple: bool) -> list[int]:
-        if not multiple:  # a late confirm for an expired publish is ignored
-            if delivery_tag not in self._unconfirmed:
-                return []
-            del self._unconfirmed[delivery_tag]
-            return [delivery_tag]
-        done = []
-        for seq in self._unconfirmed:
-            if seq > delivery_tag:
-                break
-            done.append(seq)
-        for seq in done:
-            del self._unconfirmed[seq]
-        return done
-
-    def _forget_id(self, seq: int) -> None:
-        message_id = self._id_by_seq.pop(seq, None)
-        if message_id is not None:
-            self._seq_by_id.pop(message_id, None)
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        for seq in self._settle(delivery_tag, multiple):
-            self._forget_id(seq)
-            self._results[seq] = self._returned.pop(seq, None)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        for seq in self._settle(delivery_tag, multiple):
-            self._forget_id(seq)
-            self._returned.pop(seq, None)
-            self._results[seq] = PublishRejected("broker nacked the publish")
-
-    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
-        # NOTE: a mandatory message with no route comes back as basic.return *before*
-        # its basic.ack; the ack alone would look like success.
-        headers = message.properties.get("application_headers") or {}
-        seq = self._seq_by_id.get(str(headers.get("x-publish-token", "")))
-        if seq is not None:
-            self._returned[seq] = PublishRejected(
-                f"unroutable: {exchange or '(default)'} / {routing_key}: {exc}"
-            )
