@@ -215,6 +215,16 @@ def _candidates(lowered: str) -> tuple[str, ...]:
 
 
 MAX_PHRASES = 5
+# The letters re.IGNORECASE reads as ASCII ones, exactly these four (tests). Folded
+# before lower-casing, the text keeps its length ("İ" alone lowers to two characters),
+# so "THE PLATFORM İS DOWN" is scanned case-sensitively like any other text, the
+# anchors see what the scan sees, and phrases are cut from the original at the same
+# offsets.
+_TO_ASCII = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+def lowered_for_scan(text: str) -> str:
+    return (text if text.isascii() else text.translate(_TO_ASCII)).lower()
 
 
 def triage_hints(*texts: str) -> list[TriageHint]:
@@ -222,11 +232,11 @@ def triage_hints(*texts: str) -> list[TriageHint]:
     in the order of `_SIGNALS`."""
     found: dict[str, dict[str, str]] = {}
     text = "\n".join(t for t in texts if t)
-    lowered = text.lower()
+    lowered = lowered_for_scan(text)
     names = _candidates(lowered)
     if not names:
         return []
-    # Some characters change length when lower-cased ("İ"); then spans would not line up.
+    # Should a character ever change length when lower-cased, spans would not line up.
     same = len(lowered) == len(text)
     matches = _scanner(names, not same).finditer(lowered if same else text)
     for match in matches:

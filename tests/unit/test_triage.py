@@ -173,12 +173,34 @@ def test_triage_never_raises_on_arbitrary_text(texts: list[str]) -> None:
         ("we are locked outage", {"login_outage": ["locked out"]}),
         # a letter beyond ASCII makes "outage" no word start: the scan agrees
         ("éoutage and çlocked out", {}),
+        # the letters IGNORECASE reads as i, s and k are read so everywhere
+        ("THE PLATFORM İS DOWN", {"system_outage": ["PLATFORM İS DOWN"]}),
+        ("NOBODY CAN LOG İN", {"login_outage": ["NOBODY CAN LOG İN"]}),
+        ("İzmir office: \u017fecurity breach", {"security_breach": ["\u017fecurity breach"]}),
+        ("QUİCK QUESTİON, a typo", {"question": ["QUİCK QUESTİON"], "cosmetic": ["typo"]}),
     ],
 )
 def test_word_starts_after_any_non_word_character(
     text: str, expected: dict[str, list[str]]
 ) -> None:
     assert signals(text) == expected
+
+
+def test_exactly_four_letters_fold_to_ascii_under_ignorecase() -> None:
+    import re
+    import string
+    import sys
+
+    from services.intake import triage
+
+    letter = re.compile(f"[{string.ascii_lowercase}]", re.IGNORECASE)
+    folding = {
+        chr(c)
+        for c in range(128, sys.maxunicode + 1)
+        if not 0xD800 <= c <= 0xDFFF and letter.fullmatch(chr(c))
+    }
+    assert folding == {"\u0130", "\u0131", "\u017f", "\u212a"}
+    assert all(len(triage.lowered_for_scan(chr(c))) == 1 for c in range(sys.maxunicode + 1))
 
 
 def test_a_signal_inside_another_word_is_no_signal() -> None:
@@ -246,7 +268,11 @@ PHRASES = [
     "change the setting",
     "security incident",
 ]
-WORDS = st.sampled_from([*VOCABULARY.split(), "in", "out", *PHRASES])
+# the same words with the letters that fold to ASCII ones (dotted and dotless i, long
+# s, the Kelvin sign), and upper case
+FOLDED = [p.replace("i", "\u0130").replace("s", "\u017f") for p in PHRASES[::3]]
+FOLDED += [p.upper().replace("I", "\u0131").replace("K", "\u212a") for p in PHRASES[1::3]]
+WORDS = st.sampled_from([*VOCABULARY.split(), "in", "out", *PHRASES, *FOLDED])
 # what the patterns' \s and [- ] allow between words, beside a plain space
 SEPARATORS = st.sampled_from([" ", " ", " ", "\n", "\t", "-", "  ", "\u00a0"])
 
@@ -261,9 +287,9 @@ def test_skipping_signals_without_their_words_changes_no_hint(text: str) -> None
     from services.intake import triage
 
     everything = tuple(name for name, _, _ in triage._SIGNALS)
-    lowered = text.lower()
-    same = len(lowered) == len(text)
-    full = triage._scanner(everything, not same).finditer(lowered if same else text)
+    lowered = triage.lowered_for_scan(text)
+    assert len(lowered) == len(text)
+    full = triage._scanner(everything, False).finditer(lowered)
     expected: dict[str, list[str]] = {}
     for match in full:
         phrase = " ".join(text[match.start() : match.end()].split()).lower()
