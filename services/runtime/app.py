@@ -106,7 +106,9 @@ def _socket_settings(settings: RuntimeSettings) -> dict[int, int]:
     Unacknowledged data may wait as long as a blocked write may (BLOCKED_TIMEOUT_S);
     a dead peer is still found by heartbeats."""
     option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
-    return {} if option is None else {option: int(settings.blocked_timeout_s * 1000)}
+    # 0 would mean no bound at all, and the option is a C unsigned int of milliseconds
+    ms = min(max(int(settings.blocked_timeout_s * 1000), 1000), 2**31 - 1)
+    return {} if option is None else {option: ms}
 
 
 def declare_topology(settings: RuntimeSettings) -> list[str]:

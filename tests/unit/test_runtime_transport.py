@@ -107,3 +107,18 @@ def test_has_input_reads_what_the_socket_has_without_waiting(
     assert has_input(connection)  # a closed socket is input: reading it raises
     with pytest.raises(OSError, match="unexpectedly closed"):
         reader.read_frame()
+
+
+def test_tcp_user_timeout_follows_blocked_timeout_within_what_the_kernel_takes() -> None:
+    import socket
+
+    from services.runtime.app import _socket_settings
+    from services.runtime.config import RuntimeSettings
+
+    def user_timeout(blocked_s: float) -> int:
+        settings = RuntimeSettings(AMQP_URL="amqp://x//", BLOCKED_TIMEOUT_S=blocked_s)
+        return _socket_settings(settings)[socket.TCP_USER_TIMEOUT]
+
+    assert user_timeout(30) == 30_000
+    assert user_timeout(0.0001) == 1000  # never 0, which would mean no bound at all
+    assert user_timeout(1e9) == 2**31 - 1  # the option is a C unsigned int
