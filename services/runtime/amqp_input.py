@@ -10,6 +10,7 @@ through py-amqp).
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,8 @@ def wait_for_input(connections: list[Any], timeout: float) -> None:
         socks.append(transport.sock)
     if socks:
         select.select(socks, [], [], timeout)
+    else:  # nothing to watch: still a sleep, never a busy loop
+        time.sleep(timeout)
 
 
 def read_available(

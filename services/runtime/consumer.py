@@ -136,7 +136,13 @@ class ConsumeLoop(Handling):
                     self._read()
                     self._handle_arrived()
             else:  # idle: sleep until a delivery or a confirm arrives
-                inputs = [self._raw, *self._publisher.input_connections()]
+                # NOTE: while the broker blocks our publishes, deliveries waiting on the
+                # consumer socket are no reason to wake (they are not read then): only
+                # the publisher's input (confirms, connection.unblocked) is, or the loop
+                # would spin on a core until the block ends.
+                inputs = self._publisher.input_connections()
+                if blocked is None:
+                    inputs = [self._raw, *inputs]
                 wait_for_input(inputs, self._next_wake(idle_timeout))
         except TimeoutError:
             pass  # in-memory transport: nothing arrived
