@@ -31,6 +31,19 @@ _RECEIVE_CALLBACK = DeliveringConsumer._receive_callback
 Split = tuple[int, int, int, bytes, bytes, bytes]
 
 
+def _frame_end(buf: bytes, pos: int, frame_type: int, channel: int, least: int) -> int | None:
+    """Where the frame of `frame_type` on `channel` at `pos` ends (its frame-end octet),
+    when at least `least` bytes of it and all of it are in `buf`."""
+    size = len(buf)
+    if size - pos < least:
+        return None
+    kind, on, length = _FRAME.unpack_from(buf, pos)
+    end: int = pos + 7 + length
+    if kind != frame_type or on != channel or end >= size or buf[end] != FRAME_END:
+        return None
+    return end
+
+
 def split_delivery(buf: bytes, pos: int) -> Split | None:
     """The frames of the basic.deliver starting at `pos`, when all are in `buf`."""
     size = len(buf)
@@ -43,24 +56,18 @@ def split_delivery(buf: bytes, pos: int) -> Split | None:
     if buf[end] != FRAME_END:
         return None  # py-amqp raises UnexpectedFrame for it
     args, pos = buf[pos + 11 : end], end + 1
-    if size - pos < 21:
-        return None
-    frame_type, on, length = _FRAME.unpack_from(buf, pos)
-    end = pos + 7 + length
-    if frame_type != 2 or on != channel or end >= size or buf[end] != FRAME_END:
+    end = _frame_end(buf, pos, 2, channel, 21)  # the content header: class, weight, size
+    if end is None:
         return None
     body_size = _CONTENT.unpack_from(buf, pos + 7)[2]
     properties, pos = buf[pos + 19 : end], end + 1
     parts, got = [], 0
     while got < body_size:
-        if size - pos < 8:
-            return None
-        frame_type, on, length = _FRAME.unpack_from(buf, pos)
-        end = pos + 7 + length
-        if frame_type != 3 or on != channel or end >= size or buf[end] != FRAME_END:
+        end = _frame_end(buf, pos, 3, channel, 8)
+        if end is None:
             return None
         parts.append(buf[pos + 7 : end])
-        got, pos = got + length, end + 1
+        got, pos = got + end - pos - 7, end + 1
     body = parts[0] if len(parts) == 1 else b"".join(parts)
     return channel, pos, 2 + len(parts), args, properties, body
 
