@@ -77,3 +77,20 @@ def read_available(
         if stop is not None and stop():
             break
     return frames
+
+
+def read_while_arriving(
+    connection: Any, done: Callable[[], bool], quiet_s: float, limit_s: float
+) -> None:
+    """Read frames as the broker sends them until `done()`, a pause of `quiet_s` in
+    the stream, or `limit_s` in all: for a window the broker is still pushing."""
+    deadline = time.monotonic() + limit_s
+    while not done():
+        if read_available(connection, stop=done):
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        wait_for_input([connection], min(quiet_s, left))
+        if not has_input(connection):
+            return

@@ -21,7 +21,12 @@ import structlog
 from kombu import Connection, Consumer
 
 from services.runtime.acks import Acker
-from services.runtime.amqp_input import has_input, read_available, wait_for_input
+from services.runtime.amqp_input import (
+    has_input,
+    read_available,
+    read_while_arriving,
+    wait_for_input,
+)
 from services.runtime.arrivals import Arrivals, Urgency
 from services.runtime.config import RuntimeSettings
 from services.runtime.dedup import DedupWindow
@@ -37,6 +42,10 @@ from services.runtime.settling import InFlight
 
 __all__ = ["BatchHandler", "ConsumeLoop", "Handler", "Result"]
 READ_BATCH = 300  # frames read before handling and settling: three frames make one delivery
+# A backlog found at consume start is read in before the first turn (see _read), unless
+# the broker's stream pauses this long or it takes longer than BACKLOG_READ_S in all.
+BACKLOG_QUIET_S = 0.05
+BACKLOG_READ_S = 1.0
 log = structlog.get_logger("runtime")
 
 
@@ -83,6 +92,7 @@ class ConsumeLoop(Handling):
         self._amqp = False
         self._raw: Any = None
         self._acker = Acker(multiple=False)
+        self._backlog = 0  # deliveries the broker holds for this loop at consume start
         self._info_enabled = True
         self._lines: LineBuffer | None = None  # the JSON lines of this loop, one write a turn
         # what a settling pass confirmed, recorded at its end (_settle_ready)
@@ -102,6 +112,9 @@ class ConsumeLoop(Handling):
             # NOTE: quorum queues refuse global (channel-wide) QoS: prefetch per consumer.
             channel.basic_qos(0, self._s.prefetch, False)
             queue = self._names.queue(self._queue_key)
+            if self._arrived.reads_ahead:
+                ready = channel.queue_declare(queue, passive=True).message_count
+                self._backlog = min(ready, self._s.prefetch)
             self._consumer = DeliveringConsumer(
                 channel,
                 queues=[],
@@ -156,6 +169,19 @@ class ConsumeLoop(Handling):
     def _read(self) -> None:
         if not self._arrived.reads_ahead:
             read_available(self._raw, limit=READ_BATCH)
+        elif self._backlog:
+            # NOTE: at consume start the broker pushes a backlog's window over some
+            # milliseconds; a first turn taken from its first frames would handle a
+            # hundred requests before one marked urgent further back was even read
+            # (after a restart during an outage, when it matters most).
+            backlog, self._backlog = self._backlog, 0
+            arrived = self._arrived
+            read_while_arriving(
+                self._raw,
+                done=lambda: len(arrived) >= backlog or arrived.should_stop_reading(),
+                quiet_s=BACKLOG_QUIET_S,
+                limit_s=BACKLOG_READ_S,
+            )
         elif not self._arrived.full():  # the whole prefetch window, within a byte budget
             # An urgent delivery ends the read: it is handled (and its event published)
             # before the rest of the window is read.
