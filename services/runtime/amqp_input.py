@@ -34,7 +34,11 @@ def has_input(connection: Any) -> bool:
 def _buffered(transport: Any) -> bool:
     if isinstance(transport, BufferedTCPTransport):
         return transport.pending() > 0
-    return bool(transport._read_buffer)  # py-amqp's own (TLS)
+    # py-amqp's own (TLS). NOTE: it reads a frame's exact length from the SSL socket,
+    # so the rest of a TLS record (often a whole delivery's header and body) waits
+    # decrypted inside the SSL object, where select() on the socket cannot see it.
+    pending = getattr(transport.sock, "pending", None)
+    return bool(transport._read_buffer) or (pending is not None and pending() > 0)
 
 
 def wait_for_input(connections: list[Any], timeout: float) -> None:

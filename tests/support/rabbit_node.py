@@ -85,6 +85,8 @@ class RabbitNode:
             self.dist_port = _free_port({self.port})
         self.sbin = _sbin()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls_port: int | None = None
+        self.ca_file: Path | None = None  # with a TLS listener: the certificate to trust
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
@@ -114,6 +116,33 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def enable_tls(self) -> Path:
+        """Before `boot`: a TLS listener beside the plain one, with a self-signed
+        certificate for 127.0.0.1 made by the openssl CLI; returns the certificate (the
+        CA a client must trust). `tls_url` then reaches it."""
+        cert, key = self.base / "cert.pem", self.base / "key.pem"
+        request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+        subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        subprocess.run(
+            ["openssl", *request, "-keyout", str(key), "-out", str(cert), *subject],
+            check=True,
+            capture_output=True,
+        )
+        self.tls_port = _free_port({self.port, self.dist_port})
+        with (self.base / "rabbitmq.conf").open("a") as conf:
+            conf.write(
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {cert}\nssl_options.certfile = {cert}\n"
+                f"ssl_options.keyfile = {key}\nssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n"
+            )
+        self.ca_file = cert
+        return cert
+
+    @property
+    def tls_url(self) -> str:
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}//"
 
     # -- the node process ---------------------------------------------------------
     def boot(self, timeout: float = BOOT_TIMEOUT_S) -> None:
@@ -254,10 +283,13 @@ class RabbitNode:
 
 
 @contextlib.contextmanager
-def private_rabbit() -> Iterator[RabbitNode]:
-    """A booted private node; killed and removed afterwards whatever happened."""
+def private_rabbit(tls: bool = False) -> Iterator[RabbitNode]:
+    """A booted private node (with a TLS listener too if `tls`); killed and removed
+    afterwards whatever happened."""
     node = RabbitNode()
     try:
+        if tls:
+            node.enable_tls()
         node.boot()
     except Exception as exc:
         log = node.log_tail()
