@@ -173,12 +173,13 @@ class ConsumeLoop(Handling):
             # NOTE: at consume start the broker pushes a backlog's window over some
             # milliseconds; a first turn taken from its first frames would handle a
             # hundred requests before one marked urgent further back was even read
-            # (after a restart during an outage, when it matters most).
+            # (after a restart during an outage, when it matters most). An urgent one
+            # does not end this read: another may follow it in the window.
             backlog, self._backlog = self._backlog, 0
             arrived = self._arrived
             read_while_arriving(
                 self._raw,
-                done=lambda: len(arrived) >= backlog or arrived.should_stop_reading(),
+                done=lambda: len(arrived) >= backlog or arrived.full(),
                 quiet_s=BACKLOG_QUIET_S,
                 limit_s=BACKLOG_READ_S,
             )

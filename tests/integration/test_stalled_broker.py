@@ -12,92 +12,32 @@ stops forwarding instead, so the client meets the same zero window.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import amqp
 import pytest
 
 from services.runtime.app import connection_factory
 from services.runtime.config import RuntimeSettings
+from tests.support.proxy import Proxy
 
 PAUSE_S = 3.0
 
 
-class StallingProxy:
-    """TCP to the broker; `stall()` stops reading what the client sends."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        # small buffers: a stalled reader shows the client a zero window within KiB
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.port = self.listener.getsockname()[1]
-        self.reading = threading.Event()
-        self.reading.set()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.listener.accept()
-                broker = socket.create_connection(self.upstream)
-                threading.Thread(
-                    target=self._pipe, args=(client, broker, True), daemon=True
-                ).start()
-                threading.Thread(
-                    target=self._pipe, args=(broker, client, False), daemon=True
-                ).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, stallable: bool) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                if stallable:
-                    self.reading.wait()
-                data = src.recv(4096)
-                if not data:
-                    break
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    @contextlib.contextmanager
-    def stall(self) -> Iterator[None]:
-        self.reading.clear()
-        try:
-            yield
-        finally:
-            self.reading.set()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.fixture
-def proxy(amqp_url: str) -> Iterator[StallingProxy]:
-    parts = urlsplit(amqp_url)
-    p = StallingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
+def proxy(amqp_url: str) -> Iterator[Proxy]:
+    p = Proxy.to(amqp_url)
     yield p
     p.close()
 
 
-def _via(amqp_url: str, proxy: StallingProxy) -> str:
-    parts = urlsplit(amqp_url)
-    netloc = parts.netloc.rsplit("@", 1)
-    auth = netloc[0] + "@" if len(netloc) == 2 else ""
-    return parts._replace(netloc=f"{auth}127.0.0.1:{proxy.port}").geturl()
-
-
 def test_a_broker_that_stops_reading_for_seconds_keeps_the_connection(
-    amqp_url: str, prefix: str, proxy: StallingProxy
+    amqp_url: str, prefix: str, proxy: Proxy
 ) -> None:
-    settings = RuntimeSettings(AMQP_URL=_via(amqp_url, proxy), AMQP_PREFIX=prefix)
+    settings = RuntimeSettings(AMQP_URL=proxy.url(amqp_url), AMQP_PREFIX=prefix)
     conn = connection_factory(settings, name="stall test")()
     conn.ensure_connection(max_retries=1)
     try:

@@ -129,7 +129,8 @@ class RabbitNode:
             check=True,
             capture_output=True,
         )
-        self.tls_port = _free_port({self.port, self.dist_port})
+        cli_ports = range(self.dist_port + 10000, self.dist_port + 10011)
+        self.tls_port = _free_port({self.port, self.dist_port, *cli_ports})
         with (self.base / "rabbitmq.conf").open("a") as conf:
             conf.write(
                 f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
