@@ -28,7 +28,16 @@ def has_input(connection: Any) -> bool:
         return False
     if isinstance(transport, BufferedTCPTransport):
         return transport.pending() > 0 or transport.receive_nowait()
-    return _buffered(transport) or bool(select.select([transport.sock], [], [], 0)[0])
+    return _buffered(transport) or bool(select.select([_open_socket(transport)], [], [], 0)[0])
+
+
+def _open_socket(transport: Any) -> Any:
+    """The transport's socket; a closed one is a lost connection (ConnectionError, which
+    the loops reconnect on at once), not a TypeError/ValueError from select()."""
+    sock = transport.sock
+    if sock is None or sock.fileno() < 0:
+        raise ConnectionError("connection closed")
+    return sock
 
 
 def _buffered(transport: Any) -> bool:
@@ -50,7 +59,7 @@ def wait_for_input(connections: list[Any], timeout: float) -> None:
             continue
         if _buffered(transport):
             return
-        socks.append(transport.sock)
+        socks.append(_open_socket(transport))
     if socks:
         select.select(socks, [], [], timeout)
     else:  # nothing to watch: still a sleep, never a busy loop

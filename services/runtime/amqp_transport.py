@@ -92,6 +92,8 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
         NOTE: a closed socket reads as input: the read that follows raises for it, as
         py-amqp's does."""
         sock = self.sock
+        if sock is None:  # closed under us: a lost connection, not an AttributeError
+            raise ConnectionError("connection closed")
         if sock.gettimeout() is not None:  # inside py-amqp's having_timeout: ask select
             return bool(select.select([sock], [], [], 0)[0])
         try:

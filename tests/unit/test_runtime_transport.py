@@ -12,7 +12,7 @@ import pytest
 from amqp.exceptions import UnexpectedFrame
 from amqp.transport import TCPTransport
 
-from services.runtime.amqp_input import has_input
+from services.runtime.amqp_input import has_input, wait_for_input
 from services.runtime.amqp_transport import BufferedTCPTransport
 
 
@@ -107,6 +107,27 @@ def test_has_input_reads_what_the_socket_has_without_waiting(
     assert has_input(connection)  # a closed socket is input: reading it raises
     with pytest.raises(OSError, match="unexpectedly closed"):
         reader.read_frame()
+
+
+@pytest.mark.parametrize("cls", [BufferedTCPTransport, TCPTransport])
+def test_a_socket_closed_under_the_loop_is_a_lost_connection(
+    cls: type[TCPTransport], pair: tuple[socket.socket, socket.socket]
+) -> None:
+    # ConnectionError is what the consume loop reconnects on at once; select() on a
+    # closed socket raises ValueError/TypeError, which a runner treats as a crash.
+    ours, _ = pair
+    gone = transport(cls, ours)
+    connection = SimpleNamespace(transport=gone)
+    ours.close()  # fd -1
+    with pytest.raises(OSError):  # ConnectionError, or EBADF from the buffered recv
+        has_input(connection)
+    with pytest.raises(ConnectionError):
+        wait_for_input([connection], 0.01)
+    gone.sock = None  # as py-amqp's close() leaves it
+    with pytest.raises(ConnectionError):
+        has_input(connection)
+    with pytest.raises(ConnectionError):
+        wait_for_input([connection], 0.01)
 
 
 def test_tcp_user_timeout_follows_blocked_timeout_within_what_the_kernel_takes() -> None:
