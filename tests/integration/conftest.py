@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -22,6 +23,22 @@ from tests.support.broker import delete_topology, new_prefix
 from tests.support.capture import Capture
 
 ACCOUNTS = ROOT / "examples" / "accounts.yaml"
+
+
+def short_chat(conversation_id: str, business_critical: bool = False) -> bytes:
+    """A one-line chat from a known Premium Support portal, as an upstream sends it."""
+    return json.dumps(
+        {
+            "business_critical": business_critical,
+            "conversation_id": conversation_id,
+            "portal_id": 4411,
+            "started_at": "2026-12-03T08:00:00Z",
+            "visitor": {"user_id": "u-20", "email": "bo@acme.example", "name": "Bo"},
+            "messages": [{"from": "visitor", "at": "2026-12-03T08:00:00Z", "text": "Hello"}],
+        }
+    ).encode()
+
+
 PG_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

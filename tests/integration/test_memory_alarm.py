@@ -10,7 +10,6 @@ raised on a private node, never on the shared broker.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 
@@ -18,7 +17,7 @@ from services.intake.main import IntakeSettings, bootstrap
 from services.runtime.app import ServiceRunner, declare_topology
 from services.runtime.metrics import RuntimeMetrics
 from services.upstream import UpstreamPublisher
-from tests.integration.conftest import ACCOUNTS, RunningService, wait_for
+from tests.integration.conftest import ACCOUNTS, RunningService, short_chat, wait_for
 from tests.support.broker import new_prefix
 from tests.support.capture import Capture
 from tests.support.rabbit_node import RabbitNode, rabbit_node  # noqa: F401 - the fixture
@@ -30,16 +29,7 @@ HELD_S = 3.0
 def _chat(i: int) -> bytes:
     # A business-critical chat ends a read ahead (it is handled first): what follows it
     # stays unread in the buffer, as deliveries arriving during a block do.
-    return json.dumps(
-        {
-            "business_critical": i % 50 == 49,
-            "conversation_id": f"alarm-{i}",
-            "portal_id": 4411,
-            "started_at": "2026-12-03T08:00:00Z",
-            "visitor": {"user_id": "u-20", "email": "bo@acme.example", "name": "Bo"},
-            "messages": [{"from": "visitor", "at": "2026-12-03T08:00:00Z", "text": "Hello"}],
-        }
-    ).encode()
+    return short_chat(f"alarm-{i}", business_critical=i % 50 == 49)
 
 
 def _cpu_s() -> float:

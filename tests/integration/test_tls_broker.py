@@ -12,7 +12,6 @@ intake talks TLS to it, the upstream publisher and the capture talk plain AMQP.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from services.intake.main import IntakeSettings, bootstrap
 from services.runtime.app import ServiceRunner, declare_topology
 from services.runtime.metrics import RuntimeMetrics
 from services.upstream import UpstreamPublisher
-from tests.integration.conftest import ACCOUNTS, RunningService, wait_for
+from tests.integration.conftest import ACCOUNTS, RunningService, short_chat, wait_for
 from tests.support.broker import new_prefix
 from tests.support.capture import Capture
 from tests.support.rabbit_node import RabbitNode, private_rabbit
@@ -47,19 +46,6 @@ def tls_node() -> Iterator[RabbitNode]:
                 os.environ["SSL_CERT_FILE"] = saved
 
 
-def _chat(i: int) -> bytes:
-    return json.dumps(
-        {
-            "business_critical": i % 2 == 0,
-            "conversation_id": f"tls-{i}",
-            "portal_id": 4411,
-            "started_at": "2026-12-03T08:00:00Z",
-            "visitor": {"user_id": "u-20", "email": "bo@acme.example", "name": "Bo"},
-            "messages": [{"from": "visitor", "at": "2026-12-03T08:00:00Z", "text": "Hello"}],
-        }
-    ).encode()
-
-
 def test_each_lone_request_over_tls_is_handled_and_acked_at_once(tls_node: RabbitNode) -> None:
     prefix = new_prefix()
     settings = IntakeSettings(AMQP_URL=tls_node.tls_url, AMQP_PREFIX=prefix, ACCOUNTS_FILE=ACCOUNTS)
@@ -73,7 +59,7 @@ def test_each_lone_request_over_tls_is_handled_and_acked_at_once(tls_node: Rabbi
             for i in range(LONE_REQUESTS):
                 time.sleep(GAP_S)
                 sent = time.monotonic()
-                upstream.publish("chat", _chat(i), message_id=f"tls-{i}")
+                upstream.publish("chat", short_chat(f"tls-{i}", i % 2 == 0), message_id=f"tls-{i}")
                 events.take(i + 1, timeout=20)  # returns at the timeout if none came
                 delays.append(time.monotonic() - sent)
         assert max(delays) < 1.0, f"seconds from publish to event: {[round(d, 2) for d in delays]}"
